@@ -1,0 +1,258 @@
+"""Typed schema of ``params.yaml``.
+
+Each top-level section of ``params.yaml`` maps 1:1 to a dataclass below and to one pipeline step
+(DVC stage, stage module, Prefect task and MLflow child run share its name). Loading goes through
+OmegaConf structured configs, so an unknown key or a wrong type fails at start with the key's name
+and the file it came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+@dataclass
+class DataParams:
+    """Where raw inputs live and how frames are sampled from them (shared by every reader)."""
+
+    root: str = "data"  # data/scenes/<scene_id>/ (ScanNet export layout), data/annotations/<source>/
+    frames: int = 32  # N frames sampled uniformly from each scene / .sens / video
+    skip_invalid_frames: bool = False  # skip and count frames with bad pose/depth instead of failing
+
+
+@dataclass
+class SynthParams:
+    """Deterministic synthetic ScanNet-layout world (``proxy3d synth data``)."""
+
+    scenes: int = 12
+    seed: int = 0
+    frames: int = 32
+    width: int = 320
+    height: int = 240
+    val_fraction: float = 0.25
+    min_objects: int = 10
+    max_objects: int = 24
+
+
+@dataclass
+class PerceptionParams:
+    """Triplets stage: 2D encoder, geometry backend and mask backend."""
+
+    encoder: str = "efficientnet_lite0"  # efficientnet_lite0 | qwen2_5_vl
+    encoder_checkpoint: str = ""  # local Qwen2.5-VL checkpoint dir for qwen2_5_vl ("" = tiny random config)
+    input_height: int = 240
+    input_width: int = 320
+    geometry: str = "depth"  # depth | vggt
+    vggt_checkpoint: str = ""  # local VGGT checkpoint (model.pt) for geometry=vggt
+    masks: str = "gt"  # gt | sam2
+    sam2_config: str = "configs/sam2.1/sam2.1_hiera_t.yaml"
+    sam2_checkpoint: str = ""  # local SAM 2 checkpoint for masks=sam2
+    assoc_voxel: float = 0.05  # voxel size (m) for cross-frame mask association
+    assoc_iou: float = 0.25  # voxel-set IoU above which two masks are the same instance
+    batch_size: int = 8
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass
+class LabelNoiseParams:
+    """Noise model imitating a real segmenter, applied to ground-truth labels for the noisy evaluation."""
+
+    boundary_share: float = 0.3  # share of patches near another object that take its label
+    boundary_radius: float = 0.15  # metres: "near" for the boundary rule
+    merge_small_share: float = 0.3  # share of small objects merged into their support
+    small_volume: float = 0.02  # m^3: objects below this are "small"
+    drop_share: float = 0.1  # share of scattered patches that lose their label
+    seed: int = 0
+
+
+@dataclass
+class ProxiesParams:
+    """Proxy tokenizer: grouping, allocation, k-means, BFS order; and its evaluation grid."""
+
+    budget: int = 700
+    method: str = "semantic"  # semantic | global_kmeans | uniform | voxel | fps
+    min_per_group: int = 1
+    per_object_cap: int = 0  # 0 = no cap
+    background_voxel: float = 0.5  # metres: unlabelled patches are grouped by this voxel
+    kmeans_iters: int = 20
+    knn: int = 6  # neighbours in the BFS graph
+    seed: int = 0
+    eval_budgets: list[int] = field(default_factory=lambda: [450, 700, 1000])
+    eval_methods: list[str] = field(
+        default_factory=lambda: ["semantic", "global_kmeans", "uniform", "voxel", "fps"]
+    )
+    label_noise: LabelNoiseParams = field(default_factory=LabelNoiseParams)
+
+
+@dataclass
+class SpaceSpanParams:
+    """SpaceSpan assembly with PySpark."""
+
+    master: str = "local[2]"
+    driver_memory: str = "2g"
+    # source name -> path relative to data.root (or absolute); "" disables the source
+    sources: dict[str, str] = field(
+        default_factory=lambda: {
+            "scanrefer": "annotations/scanrefer",
+            "multi3drefer": "annotations/multi3drefer",
+            "scanqa": "annotations/scanqa",
+            "sqa3d": "annotations/sqa3d",
+            "scan2cap": "annotations/scan2cap",
+            "mmscan": "annotations/mmscan",
+            "vsibench": "annotations/vsibench",
+        }
+    )
+    required_sources: list[str] = field(default_factory=lambda: ["scanrefer", "scanqa"])
+    val_fraction: float = 0.25
+    seed: int = 0
+    coord_precision: int = 2
+    stage1_per_object: int = 2
+    stage2_per_object: int = 2
+
+
+@dataclass
+class SymbolsParams:
+    """Symbol maps (Stable Diffusion pipeline) and identifier maps (drawn numerals)."""
+
+    pipeline: str = "tiny"  # tiny (random-init, offline) | path to a local Stable Diffusion checkpoint dir
+    prompt: str = "a simple flat icon of a {category}, white background"
+    render_size: int = 64
+    icon_size: int = 28
+    steps: int = 2
+    guidance_scale: float = 1.0
+    seed: int = 0
+    num_identifiers: int = 100
+    device: str = "auto"
+
+
+@dataclass
+class ModelParams:
+    """The VLM: Qwen2.5-VL architecture with proxy injection."""
+
+    preset: str = "tiny"  # tiny | small | 7b
+    checkpoint: str = ""  # local Qwen2.5-VL checkpoint dir (7b); "" = random init from the preset
+    tokenizer: str = ""  # local Qwen tokenizer dir; "" = byte-level BPE trained on SpaceSpan text
+    vocab_size: int = 2048  # BPE vocabulary size when training the tokenizer
+    pe_fourier_features: int = 16
+    pe_height_scale: float = 1.0
+
+
+@dataclass
+class TrainParams:
+    """Settings shared by the four curriculum stages."""
+
+    deepspeed_config: str = "configs/deepspeed/zero2.json"
+    device: str = "auto"
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    seed: int = 0
+    checkpoint_every: int = 50
+    log_every: int = 10
+
+
+@dataclass
+class StageParams:
+    """One curriculum stage."""
+
+    steps: int = 200
+    lr: float = 2e-3
+    batch_size: int = 8
+    warmup_steps: int = 50
+    mix_previous: float = 0.3  # share of earlier-stage items mixed into this stage
+    max_length: int = 96
+
+
+@dataclass
+class EvaluateParams:
+    """Evaluation of the stage-4 model and baselines."""
+
+    batch_size: int = 16
+    max_new_tokens: int = 24
+    budgets: list[int] = field(default_factory=lambda: [450, 700, 1000])
+    baselines: list[str] = field(default_factory=lambda: ["blind", "random_object", "global_kmeans"])
+    seed: int = 0
+
+
+@dataclass
+class TrackingParams:
+    enabled: bool = True
+    experiment: str = "proxy3d"
+
+
+@dataclass
+class Params:
+    data: DataParams = field(default_factory=DataParams)
+    synth: SynthParams = field(default_factory=SynthParams)
+    perception: PerceptionParams = field(default_factory=PerceptionParams)
+    proxies: ProxiesParams = field(default_factory=ProxiesParams)
+    spacespan: SpaceSpanParams = field(default_factory=SpaceSpanParams)
+    symbols: SymbolsParams = field(default_factory=SymbolsParams)
+    model: ModelParams = field(default_factory=ModelParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    train_stage1: StageParams = field(default_factory=lambda: StageParams(steps=300, lr=2e-3))
+    train_stage2: StageParams = field(default_factory=lambda: StageParams(steps=200, lr=1e-3))
+    train_stage3: StageParams = field(default_factory=lambda: StageParams(steps=150, lr=1e-3))
+    train_stage4: StageParams = field(default_factory=lambda: StageParams(steps=300, lr=1e-3))
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    tracking: TrackingParams = field(default_factory=TrackingParams)
+
+
+class ParamsError(ValueError):
+    """params.yaml (or an override) does not match the schema."""
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+    """Load ``params.yaml`` into :class:`Params`; ``overrides`` are ``section.key=value`` strings.
+
+    A missing file gives the defaults (so the library works without a checkout); an unknown key or a
+    wrong type raises :class:`ParamsError` naming the key and the file.
+    """
+    schema = OmegaConf.structured(Params)
+    path = Path(path)
+    try:
+        if path.exists():
+            loaded = OmegaConf.load(path)
+            if loaded is None:
+                loaded = OmegaConf.create({})
+            schema = OmegaConf.merge(schema, loaded)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        raise ParamsError(
+            f"{path}: invalid key '{key}': {_first_line(e)}; fix or remove it (see proxy3d/config.py for the schema)"
+        ) from None
+    try:
+        if overrides:
+            schema = OmegaConf.merge(schema, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        raise ParamsError(f"override {overrides}: invalid key '{key}': {_first_line(e)}") from None
+    params: Params = OmegaConf.to_object(schema)  # type: ignore[assignment]
+    return params
+
+
+def section_dict(section: Any) -> dict[str, Any]:
+    """A params section as a plain dict (for logging and hashing)."""
+    return OmegaConf.to_container(OmegaConf.structured(section), resolve=True)  # type: ignore[return-value]
+
+
+def flat_dict(section: Any, prefix: str = "") -> dict[str, Any]:
+    """A params section flattened to ``a.b.c`` keys (for MLflow params)."""
+    out: dict[str, Any] = {}
+
+    def walk(obj: Any, pre: str) -> None:
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(v, f"{pre}{k}.")
+        else:
+            out[pre[:-1]] = obj
+
+    walk(section_dict(section), prefix + "." if prefix else "")
+    return out
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
