@@ -18,8 +18,9 @@ class SynthObject:
     label: str  # category name from the 213-category vocabulary
     category: int  # category id (line index in resources/categories.txt)
     aabb: np.ndarray  # (6,) centre xyz + size xyz, world frame
-    yaw: float = 0.0  # rotation about z of the oriented box (radians)
-    color: str = ""  # colour name used by the renderer ("red", "wooden", ...)
+    yaw: float = 0.0  # facing direction (cos yaw, sin yaw), radians; the generator uses multiples of pi/2,
+    # so the oriented box equals ``aabb`` (local width/depth swap when it faces +-x; see <scene>_gt_boxes.json)
+    color: str = ""  # colour name used by the renderer ("red", "wooden", ...; synth.catalog.PALETTE)
     support: int | None = None  # objectId this object stands on; None = floor; -1 = wall-mounted/structural
     structural: bool = False  # wall, floor, window, door: part of the room
 

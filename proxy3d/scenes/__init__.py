@@ -1,0 +1,1 @@
+"""Scenes: ScanNet-layout reader/writer, .sens files, videos, and the synthetic world."""
