@@ -52,8 +52,10 @@ class PerceptionParams:
     masks: str = "gt"  # gt | sam2
     sam2_config: str = "configs/sam2.1/sam2.1_hiera_t.yaml"
     sam2_checkpoint: str = ""  # local SAM 2 checkpoint for masks=sam2
+    sam2_points_per_side: int = 32  # SAM 2 automatic mask generator point grid (per side)
     assoc_voxel: float = 0.05  # voxel size (m) for cross-frame mask association
     assoc_iou: float = 0.25  # voxel-set IoU above which two masks are the same instance
+    assoc_containment: float = 0.8  # ... or share of the smaller mask's voxels inside the other (partial views)
     batch_size: int = 8
     device: str = "auto"  # auto | cpu | cuda
 
@@ -79,13 +81,18 @@ class ProxiesParams:
     min_per_group: int = 1
     per_object_cap: int = 0  # 0 = no cap
     background_voxel: float = 0.5  # metres: unlabelled patches are grouped by this voxel
-    kmeans_iters: int = 20
-    knn: int = 6  # neighbours in the BFS graph
+    outlier_radius: float = 0.25  # metres: mask pieces farther than this from the rest of their mask ...
+    outlier_min_share: float = 0.1  # ... and smaller than this share of its largest piece become unlabelled
+    kmeans_iters: int = 6  # Lloyd iterations: batched k-means inertia is within ~4% of 20 iterations (faiss at 20: ~4.5%)
+    kmeans_backend: str = "batched"  # batched (all groups at once, numpy) | faiss (per group; GPU if faiss-gpu)
+    knn: int = 6  # neighbours in the BFS graph (and candidate centroids per point in batched k-means)
     seed: int = 0
     eval_budgets: list[int] = field(default_factory=lambda: [450, 700, 1000])
     eval_methods: list[str] = field(
         default_factory=lambda: ["semantic", "global_kmeans", "uniform", "voxel", "fps"]
     )
+    # oracle grounding targets objects, not room structure (like ScanRefer's targets)
+    eval_exclude_labels: list[str] = field(default_factory=lambda: ["wall", "floor", "ceiling"])
     label_noise: LabelNoiseParams = field(default_factory=LabelNoiseParams)
 
 
@@ -95,6 +102,7 @@ class SpaceSpanParams:
 
     master: str = "local[2]"
     driver_memory: str = "2g"
+    shuffle_partitions: int = 4  # spark.sql.shuffle.partitions (raise on a cluster)
     # source name -> path relative to data.root (or absolute); "" disables the source
     sources: dict[str, str] = field(
         default_factory=lambda: {
@@ -121,13 +129,15 @@ class SymbolsParams:
 
     pipeline: str = "tiny"  # tiny (random-init, offline) | path to a local Stable Diffusion checkpoint dir
     prompt: str = "a simple flat icon of a {category}, white background"
-    render_size: int = 64
+    render_size: int = 64  # SD output side (multiple of 8); use 512 with a real SD 1.x checkpoint
     icon_size: int = 28
     steps: int = 2
     guidance_scale: float = 1.0
     seed: int = 0
     num_identifiers: int = 100
     device: str = "auto"
+    glyph: str = "auto"  # auto (on for tiny: random-init SD has no semantics) | on | off
+    glyph_weight: float = 0.7  # share of the per-category glyph in a blended icon
 
 
 @dataclass
@@ -163,7 +173,9 @@ class StageParams:
     batch_size: int = 8
     warmup_steps: int = 50
     mix_previous: float = 0.3  # share of earlier-stage items mixed into this stage
-    max_length: int = 96
+    max_length: int = 96  # text tokens per sequence (visual tokens not counted); extra turns are dropped
+    turns: int = 8  # questions per scene in one sequence (templated stages 1-3)
+    max_objects: int = 40  # stage-1 scene-size warm-up grows from 3 to this many objects
 
 
 @dataclass
@@ -175,6 +187,9 @@ class EvaluateParams:
     budgets: list[int] = field(default_factory=lambda: [450, 700, 1000])
     baselines: list[str] = field(default_factory=lambda: ["blind", "random_object", "global_kmeans"])
     seed: int = 0
+    max_items_per_task: int = 200  # seeded sample of the val items of each task (0 = all)
+    meteor: bool = True  # METEOR needs Java
+    device: str = "auto"  # auto | cpu | cuda
 
 
 @dataclass
