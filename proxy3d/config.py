@@ -162,6 +162,7 @@ class TrainParams:
     seed: int = 0
     checkpoint_every: int = 50
     log_every: int = 10
+    probe_every: int = 0  # stage 1/2: val probes every N steps to tracking (0 = only at the end)
 
 
 @dataclass

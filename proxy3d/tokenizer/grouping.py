@@ -1,0 +1,103 @@
+"""Semantic grouping of patches: one group per mask label, unlabelled patches grouped by coarse voxel.
+
+Background patches (label -1) are not dropped: they form one group per ``background_voxel``-sized cell,
+so walls/floor without a mask are still covered, and scattered unlabelled patches (segmenter misses)
+never make room-sized proxies.
+
+Before grouping, :func:`detach_outliers` unlabels mask outliers: patches whose 3D point is far from the
+bulk of their mask (a patch labelled "couch" whose median depth fell on the wall 2 m behind it, from
+mixed pixels at depth edges). Left in, one such patch stretches every box built from the object's proxies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+
+@dataclass
+class Groups:
+    """index: (N,) int64 group of each patch; label: (G,) int32 mask label (-1 = background voxel);
+    sizes: (G,) int64 patches per group. Labelled groups come first (ascending label), then voxels
+    (ascending voxel key), so the numbering is deterministic."""
+
+    index: np.ndarray
+    label: np.ndarray
+    sizes: np.ndarray
+
+    @property
+    def is_object(self) -> np.ndarray:
+        return self.label >= 0
+
+
+def group_patches(points: np.ndarray, labels: np.ndarray, background_voxel: float) -> Groups:
+    """Group ``N`` valid patches. points: (N, 3) finite float; labels: (N,) int (-1 = none)."""
+    if background_voxel <= 0:
+        raise ValueError(f"proxies.background_voxel must be > 0 metres, got {background_voxel}")
+    labels = np.asarray(labels, dtype=np.int64)
+    N = labels.shape[0]
+    index = np.empty(N, dtype=np.int64)
+    lab = labels >= 0
+    obj_labels, obj_inv = np.unique(labels[lab], return_inverse=True)
+    index[lab] = obj_inv
+    bg = ~lab
+    if bg.any():
+        cells = np.floor(np.asarray(points, dtype=np.float64)[bg] / background_voxel).astype(np.int64)
+        cells -= cells.min(0)
+        side = int(cells.max()) + 1  # 1-D keys in (x, y, z) lexicographic order: unique(axis=0) is ~10x slower
+        _, bg_inv = np.unique((cells[:, 0] * side + cells[:, 1]) * side + cells[:, 2], return_inverse=True)
+        bg_inv = bg_inv.reshape(-1)
+        n_bg = int(bg_inv.max()) + 1
+        index[bg] = obj_labels.size + bg_inv
+    else:
+        n_bg = 0
+    label = np.concatenate([obj_labels, np.full(n_bg, -1)]).astype(np.int32)
+    sizes = np.bincount(index, minlength=label.size).astype(np.int64)
+    return Groups(index=index, label=label, sizes=sizes)
+
+
+def detach_outliers(points: np.ndarray, labels: np.ndarray, radius: float, min_share: float) -> np.ndarray:
+    """Labels with mask outliers set to -1.
+
+    Each label's patches are binned into ``radius``-sized cells; cells of one label touching (26-
+    neighbourhood) are one piece, so patches closer than ``radius`` always share a piece. A piece with
+    fewer patches than ``min_share`` of its label's largest piece is an outlier. Costs one sort of N keys
+    (a k-NN graph was 20x slower). points: (N, 3) finite; labels: (N,) int. Returns (N,) int64.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    lab = np.flatnonzero(labels >= 0)
+    if radius <= 0 or min_share <= 0 or lab.size < 2:
+        return labels
+    q = np.floor(np.asarray(points, dtype=np.float64)[lab] / radius).astype(np.int64)
+    q -= q.min(0) - 1  # >= 1, so every neighbour offset stays >= 0
+    _, code = np.unique(labels[lab], return_inverse=True)
+    side = int(q.max()) + 2
+    key = ((code.reshape(-1) * side + q[:, 0]) * side + q[:, 1]) * side + q[:, 2]
+    cells, cell_of, cell_n = np.unique(key, return_inverse=True, return_counts=True)
+    src, dst = [], []
+    for dx, dy, dz in _FORWARD:
+        nb = cells + (dx * side + dy) * side + dz
+        pos = np.minimum(np.searchsorted(cells, nb), cells.size - 1)
+        hit = cells[pos] == nb
+        src.append(np.flatnonzero(hit))
+        dst.append(pos[hit])
+    src_a, dst_a = np.concatenate(src), np.concatenate(dst)
+    graph = coo_matrix((np.ones(src_a.size, dtype=np.int8), (src_a, dst_a)), shape=(cells.size, cells.size))
+    _, piece = connected_components(graph, directed=False)
+    piece_size = np.bincount(piece, weights=cell_n).astype(np.int64)
+    cell_code = cells // (side ** 3)
+    piece_code = np.zeros(piece_size.size, dtype=np.int64)
+    piece_code[piece] = cell_code
+    largest = np.zeros(int(code.max()) + 1, dtype=np.int64)
+    np.maximum.at(largest, piece_code, piece_size)
+    outlier_piece = piece_size < min_share * largest[piece_code]
+    out = labels.copy()
+    out[lab[outlier_piece[piece[cell_of.reshape(-1)]]]] = -1
+    return out
+
+
+# the 13 "forward" offsets of the 26-neighbourhood (each undirected cell pair once)
+_FORWARD = [(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1) if (dx, dy, dz) > (0, 0, 0)]

@@ -1,0 +1,77 @@
+"""Reduce patch assignments to proxy features, centres, majority labels and counts.
+
+The feature matrix F (L, C) is read once, as a sparse (K, L) averaging matrix times F (scipy.sparse);
+``np.add.at`` or sort-based segment sums were 30-40x slower or needed a second copy of F.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def counts(assign: np.ndarray, K: int) -> np.ndarray:
+    """(K,) int64 members per proxy; assign: (L,) int, -1 = unassigned."""
+    return np.bincount(assign[assign >= 0], minlength=K).astype(np.int64)
+
+
+def mean_features(assign: np.ndarray, K: int, features: np.ndarray) -> np.ndarray:
+    """(K, C) float32 mean member feature. assign: (L,) in [-1, K); features: (L, C) float32."""
+    idx = np.flatnonzero(assign >= 0)
+    a = assign[idx]
+    cnt = np.bincount(a, minlength=K).astype(np.float32)
+    w = (1.0 / np.maximum(cnt, 1.0))[a].astype(np.float32)
+    # CSC: the product walks F's rows in storage order (one sequential read), scattering into the small
+    # (K, C) output; CSR would gather F's rows in proxy order (2x slower, measured)
+    A = sp.csc_matrix((w, (a, idx)), shape=(K, features.shape[0]), dtype=np.float32)
+    return np.asarray(A @ features, dtype=np.float32)
+
+
+def mean_points(assign: np.ndarray, K: int, points: np.ndarray) -> np.ndarray:
+    """(K, 3) float32 mean member point. points: (L, 3), finite where assign >= 0."""
+    ok = assign >= 0
+    a = assign[ok]
+    cnt = np.maximum(np.bincount(a, minlength=K), 1).astype(np.float64)
+    c = np.stack([np.bincount(a, weights=points[ok, d].astype(np.float64), minlength=K) for d in range(3)], 1)
+    return (c / cnt[:, None]).astype(np.float32)
+
+
+def majority_label(assign: np.ndarray, K: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Majority label of each proxy and how many members carry it.
+
+    Ties go to the smallest label (-1 counts as a label). Returns ((K,) int32 label, (K,) int64 votes);
+    proxies without members get label -1 and 0 votes.
+    """
+    ok = assign >= 0
+    a = assign[ok].astype(np.int64)
+    lab = labels[ok].astype(np.int64)
+    out = np.full(K, -1, dtype=np.int32)
+    votes = np.zeros(K, dtype=np.int64)
+    if a.size == 0:
+        return out, votes
+    base = int(lab.max()) + 2
+    keys, n = np.unique(a * base + (lab + 1), return_counts=True)
+    prox, lab_u = keys // base, keys % base - 1
+    # per proxy: highest count, then smallest label -> sort by (proxy, -count, label), take first
+    order = np.lexsort((lab_u, -n, prox))
+    prox, lab_u, n = prox[order], lab_u[order], n[order]
+    first = np.concatenate([[True], prox[1:] != prox[:-1]])
+    out[prox[first]] = lab_u[first]
+    votes[prox[first]] = n[first]
+    return out, votes
+
+
+def member_boxes(assign: np.ndarray, K: int, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-proxy axis-aligned bounds of member points: ((K, 3) min, (K, 3) max); empty proxies get ±inf."""
+    ok = np.flatnonzero(assign >= 0)
+    lo = np.full((K, 3), np.inf)
+    hi = np.full((K, 3), -np.inf)
+    if ok.size == 0:
+        return lo, hi
+    order = ok[np.argsort(assign[ok], kind="stable")]
+    a = assign[order]
+    starts = np.flatnonzero(np.concatenate([[True], a[1:] != a[:-1]]))
+    p = points[order].astype(np.float64)
+    lo[a[starts]] = np.minimum.reduceat(p, starts, axis=0)
+    hi[a[starts]] = np.maximum.reduceat(p, starts, axis=0)
+    return lo, hi

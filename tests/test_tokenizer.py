@@ -1,0 +1,172 @@
+"""ProxyTokenizer: contract, semantic purity vs global k-means, edge cases (empty, unlabelled, NaN, K>L, K<groups)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from proxy3d import ProxyTokenizer
+from proxy3d.tokenizer import METHODS
+from proxy3d.tokenizer.synthetic import make_triplets
+from proxy3d.types import Triplets
+
+
+@pytest.fixture(scope="module")
+def scene() -> Triplets:
+    return make_triplets(4000, 16, n_furniture=8, seed=3)
+
+
+def touching_pair(n: int = 3000) -> Triplets:
+    objs = [{"object_id": 0, "label": "a", "category": 1, "aabb": [0.5, 0.5, 0.5, 1.0, 1.0, 1.0]},
+            {"object_id": 1, "label": "b", "category": 2, "aabb": [1.5, 0.5, 0.5, 1.0, 1.0, 1.0]}]
+    return make_triplets(n, 8, objects=objs, clutter=0.0, seed=1)
+
+
+def labels_per_proxy(t: Triplets, members: np.ndarray) -> list[set[int]]:
+    return [set(t.labels[members == k].tolist()) for k in range(int(members.max()) + 1)]
+
+
+def test_import_from_package_root() -> None:
+    import proxy3d
+
+    assert proxy3d.ProxyTokenizer is ProxyTokenizer
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_honours_budget_and_contract(scene: Triplets, method: str) -> None:
+    p = ProxyTokenizer(300, method=method).tokenize(scene)
+    K = len(p)
+    assert 0 < K <= 300
+    assert p.features.shape == (K, 16) and p.centers.shape == (K, 3)
+    assert p.instance.shape == p.category.shape == p.count.shape == (K,)
+    assert (p.count >= 1).all() and p.count.sum() == (p.members >= 0).sum()
+    k = int(np.argmax(p.count))
+    mine = p.members == k
+    np.testing.assert_allclose(p.features[k], scene.features[mine].mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(p.centers[k], scene.points[mine].mean(0), rtol=1e-4, atol=1e-5)
+
+
+def test_semantic_uses_exact_budget_and_majority_labels(scene: Triplets) -> None:
+    p = ProxyTokenizer(700).tokenize(scene)
+    assert len(p) == 700
+    lost = p.members < 0  # only isolated background patches (clutter) may stay unassigned
+    assert (scene.labels[lost] == -1).all() and lost.sum() <= 0.02 * len(scene)
+    for k in range(0, 700, 37):
+        lab = scene.labels[p.members == k]
+        assert p.instance[k] == np.bincount(lab + 1).argmax() - 1
+        assert p.category[k] == (scene.instance_category[p.instance[k]] if p.instance[k] >= 0 else -1)
+
+
+def test_touching_objects_never_share_a_proxy_under_semantic() -> None:
+    t = touching_pair()
+    p = ProxyTokenizer(40, method="semantic").tokenize(t)
+    assert all(len(s) == 1 for s in labels_per_proxy(t, p.members))
+
+
+def test_touching_objects_do_share_a_proxy_under_global_kmeans() -> None:
+    t = touching_pair()
+    p = ProxyTokenizer(40, method="global_kmeans").tokenize(t)
+    assert any(len(s) == 2 for s in labels_per_proxy(t, p.members))
+
+
+def test_tokenize_is_deterministic(scene: Triplets) -> None:
+    a, b = ProxyTokenizer(500).tokenize(scene), ProxyTokenizer(500).tokenize(scene)
+    np.testing.assert_array_equal(a.members, b.members)
+    np.testing.assert_array_equal(a.features, b.features)
+
+
+def test_faiss_backend_gives_same_contract(scene: Triplets) -> None:
+    p = ProxyTokenizer(300, kmeans_backend="faiss").tokenize(scene)
+    assert len(p) == 300 and all(len(s) == 1 for s in labels_per_proxy(scene, p.members) if -1 not in s)
+
+
+def test_empty_input_gives_zero_proxies() -> None:
+    t = Triplets("empty", np.zeros((0, 8), np.float32), np.zeros((0, 3), np.float32), np.zeros(0, np.int32),
+                 np.zeros(0, bool), np.zeros(0, np.int16))
+    for method in METHODS:
+        p = ProxyTokenizer(700, method=method).tokenize(t)
+        assert len(p) == 0 and p.features.shape == (0, 8) and p.members.shape == (0,)
+
+
+def test_all_nan_input_and_zero_budget_give_zero_proxies() -> None:
+    t = make_triplets(300, 8, seed=4)
+    for method in METHODS:
+        p = ProxyTokenizer(0, method=method).tokenize(t)
+        assert len(p) == 0 and (p.members == -1).all()
+    t.points[:] = np.nan
+    for method in METHODS:
+        p = ProxyTokenizer(50, method=method).tokenize(t)
+        assert len(p) == 0 and p.meta["nan_dropped"] == 300 and (p.members == -1).all()
+
+
+def test_all_unlabelled_input_is_covered_by_voxel_groups(scene: Triplets) -> None:
+    t = make_triplets(3000, 8, seed=5)
+    t.labels[:] = -1
+    p = ProxyTokenizer(300).tokenize(t)
+    assert len(p) == 300 and (p.instance == -1).all()
+    assert p.meta["groups"] > 1  # voxel groups, not one room-sized group
+    widest = max(np.ptp(t.points[p.members == k], axis=0).max() for k in range(len(p)))
+    assert widest <= 3 * 0.5  # a voxel plus absorbed sparse neighbours: never room-sized
+
+
+def test_nan_points_are_dropped_and_counted(scene: Triplets) -> None:
+    t = make_triplets(2000, 8, seed=6)
+    t.points[[3, 10, 99]] = np.nan
+    t.points[500, 1] = np.inf
+    t.valid[7] = False
+    p = ProxyTokenizer(100).tokenize(t)
+    assert p.meta["nan_dropped"] == 4
+    assert (p.members[[3, 7, 10, 99, 500]] == -1).all()
+    assert np.isfinite(p.features).all() and np.isfinite(p.centers).all()
+    assert p.count.sum() == 2000 - 5 - p.meta["dropped_patches"]
+
+
+def test_budget_larger_than_patches_gives_one_proxy_per_patch() -> None:
+    t = make_triplets(250, 8, seed=7)
+    p = ProxyTokenizer(1000).tokenize(t)
+    assert len(p) == 250 and (p.count == 1).all()
+
+
+def test_fewer_proxies_than_groups_keeps_the_largest_objects(scene: Triplets) -> None:
+    groups = np.unique(scene.labels[scene.labels >= 0])
+    p = ProxyTokenizer(5).tokenize(scene)
+    assert len(p) == 5 and p.meta["dropped_groups"] > 0 and len(groups) > 5
+    sizes = {g: int((scene.labels == g).sum()) for g in groups}
+    kept = set(p.instance.tolist())
+    assert min(sizes[g] for g in kept) >= max(sizes[g] for g in groups if g not in kept)
+    assert (p.members[np.isin(scene.labels, list(kept))] >= 0).all()
+
+
+def test_per_object_cap_limits_proxies_per_object(scene: Triplets) -> None:
+    p = ProxyTokenizer(700, per_object_cap=5).tokenize(scene)
+    _, per_obj = np.unique(p.instance[p.instance >= 0], return_counts=True)
+    assert per_obj.max() <= 5
+
+
+def test_bad_input_names_scene_and_shapes() -> None:
+    t = make_triplets(100, 8, seed=8)
+    t.labels = t.labels[:50]
+    with pytest.raises(ValueError, match="synthetic.*labels.*\\(50,\\)"):
+        ProxyTokenizer(10).tokenize(t)
+    with pytest.raises(ValueError, match="unknown tokenizer method 'kmeans'"):
+        ProxyTokenizer(10, method="kmeans")
+
+
+def test_mask_outliers_are_detached_before_grouping() -> None:
+    from proxy3d.tokenizer.grouping import detach_outliers
+
+    rng = np.random.default_rng(0)
+    body = rng.uniform(0, 1, (400, 3))
+    halves = np.concatenate([rng.uniform(0, 0.5, (100, 3)), rng.uniform(0, 0.5, (100, 3)) + [3, 0, 0]])
+    stray = np.array([[2.5, 2.5, 2.5], [2.52, 2.5, 2.5]])  # two patches of object 0 projected 2 m away
+    pts = np.concatenate([body, stray, halves])
+    lab = np.array([0] * 402 + [1] * 200)
+    out = detach_outliers(pts, lab, radius=0.25, min_share=0.1)
+    assert (out[400:402] == -1).all() and (out[:400] == 0).all()
+    assert (out[402:] == 1).all()  # two equal pieces of one object (occlusion) are both kept
+    t = make_triplets(2000, 8, seed=11, clutter=0.0)
+    t.points[:3] = [[50, 50, 50]] * 3  # far strays keep a labelled proxy from spanning the room
+    p = ProxyTokenizer(100).tokenize(t)
+    m = p.members[:3]
+    assert ((m == -1) | (p.instance[np.maximum(m, 0)] == -1)).all()
+    assert p.meta["detached"] >= 3
