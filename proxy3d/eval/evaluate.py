@@ -1,0 +1,169 @@
+"""The evaluate stage's logic: run the stage-4 model and its baselines on the val split, score every task.
+
+The model is reached through one narrow function, :data:`GenerateFn` (``items, scenes, max_new_tokens ->
+texts``), built by :func:`model_generate_fn` from ``proxy3d.model.api``; everything else (scene inputs per
+variant, batching, scoring) is independent of the model, so tests drive it with any function.
+
+Variants (one row each in the report): the model on ``semantic`` proxies at each budget, the model on other
+tokenizer methods at the default budget (``global_kmeans`` = the paper's ablation), ``blind`` (the model
+with no visual tokens) and ``random_object`` (a uniformly random object of the scene; grounding only).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from proxy3d.eval.records import Boxes
+from proxy3d.eval.tasks import GROUNDING_TASKS, score_pairs
+
+log = logging.getLogger(__name__)
+
+GenerateFn = Callable[[list[dict], list[Any], int], list[str]]
+HEADLINE = {"scanrefer": "acc@0.25", "multi3drefer": "f1@0.25", "scan2cap": "cider@0.5", "scanqa": "cider",
+            "sqa3d": "em", "vsibench": "overall", "mmscan": "em", "alignment": "em"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    kind: str = "model"  # model | random_object
+    method: str = "semantic"
+    budget: int = 700
+    blind: bool = False
+
+
+def build_variants(budgets: Sequence[int], baselines: Sequence[str], method: str, budget: int) -> list[Variant]:
+    """Model at every budget with ``method``, then the baselines (blind, random_object, other tokenizer methods)."""
+    from proxy3d.tokenizer.tokenizer import METHODS
+
+    out = [Variant(f"{method}@{b}", method=method, budget=int(b)) for b in sorted({int(budget), *map(int, budgets)})]
+    for name in baselines:
+        if name == "blind":
+            out.append(Variant("blind", blind=True, budget=0))
+        elif name == "random_object":
+            out.append(Variant("random_object", kind="random_object", budget=0))
+        elif name in METHODS:
+            out.append(Variant(f"{name}@{budget}", method=name, budget=int(budget)))
+        else:
+            raise ValueError(f"evaluate.baselines: unknown baseline {name!r}; choose blind, random_object or a "
+                             f"tokenizer method ({', '.join(METHODS)})")
+    return list({v.name: v for v in out}.values())
+
+
+class SceneInputs:
+    """Visual tokens per (variant, scene): the proxies stage's output for the default method/budget, else the
+    proxy tokenizer run on the scene's triplets with the variant's method and budget."""
+
+    def __init__(self, proxies_dir: Path, triplets_dir: Path, proxies_params: Any) -> None:
+        self.proxies_dir, self.triplets_dir, self.pp = Path(proxies_dir), Path(triplets_dir), proxies_params
+
+    def get(self, v: Variant, scene_id: str) -> Any:
+        from proxy3d.model.inputs import SceneInput
+        from proxy3d.types import load_proxies, load_triplets
+
+        if v.blind:
+            return SceneInput.empty(scene_id)
+        cached = self.proxies_dir / f"{scene_id}.safetensors"
+        if v.method == self.pp.method and v.budget == self.pp.budget and cached.exists():
+            return SceneInput.from_proxies(load_proxies(cached))
+        from proxy3d.tokenizer.tokenizer import ProxyTokenizer
+
+        tok = ProxyTokenizer.from_params(self.pp, method=v.method, budget=v.budget)
+        return SceneInput.from_proxies(tok.tokenize(load_triplets(self.triplets_dir / f"{scene_id}.safetensors")))
+
+
+def model_generate_fn(ckpt_dir: Path, device: str, batch_size: int = 16) -> GenerateFn:
+    """The one place the model is called: ``proxy3d.model.api.load_bundle(...).generate`` (batched greedy);
+    ``scenes`` holds one ``SceneInput`` per item."""
+    from proxy3d.model.api import load_bundle
+
+    bundle = load_bundle(ckpt_dir, device, batch_size=batch_size)
+
+    def generate(items: list[dict], scenes: list[Any], max_new_tokens: int) -> list[str]:
+        return list(bundle.generate(items, scenes, max_new_tokens))
+
+    return generate
+
+
+def select_items(items: Sequence[dict], max_per_task: int, seed: int) -> list[dict]:
+    """At most ``max_per_task`` items of each task (a seeded sample; 0 = all), in input order."""
+    if max_per_task <= 0:
+        return list(items)
+    rng = np.random.default_rng(seed)
+    by_task: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        by_task.setdefault(str(it["task"]), []).append(i)
+    keep: set[int] = set()
+    for idx in by_task.values():
+        keep.update(idx if len(idx) <= max_per_task else rng.choice(idx, max_per_task, replace=False).tolist())
+    return [it for i, it in enumerate(items) if i in keep]
+
+
+def generate_all(generate: GenerateFn, items: Sequence[dict], scenes: dict[str, Any], batch_size: int,
+                 max_new_tokens: int, desc: str = "generate") -> list[str]:
+    """Texts for ``items`` in their order, generated in batches of items sorted by scene."""
+    order = sorted(range(len(items)), key=lambda i: (str(items[i]["scene_id"]), i))
+    out = [""] * len(items)
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+        idx = order[start : start + batch_size]
+        texts = generate([items[i] for i in idx], [scenes[items[i]["scene_id"]] for i in idx], max_new_tokens)
+        if len(texts) != len(idx):
+            raise RuntimeError(f"generate returned {len(texts)} texts for a batch of {len(idx)} items")
+        for i, t in zip(idx, texts, strict=True):
+            out[i] = str(t)
+    return out
+
+
+def random_object_predictions(items: Sequence[dict], boxes: Boxes, seed: int) -> list[str]:
+    """One uniformly random object of the item's scene, as ``<OBJxxx>``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for it in items:
+        ids = sorted(boxes.get(str(it["scene_id"]), {}))
+        out.append(f"<OBJ{int(rng.choice(ids)):03d}>" if ids else "")
+    return out
+
+
+def evaluate(items: Sequence[dict], boxes: Boxes, variants: Sequence[Variant], generate: GenerateFn | None,
+             scenes: SceneInputs | None, batch_size: int, max_new_tokens: int, seed: int = 0,
+             meteor: bool = True) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Scores per variant ``{name: {tokens, method, budget, benchmarks: {bench: metrics}}}`` and the texts."""
+    results: dict[str, Any] = {}
+    texts: dict[str, list[str]] = {}
+    scene_ids = sorted({str(it["scene_id"]) for it in items})
+    for v in variants:
+        if v.kind == "random_object":
+            preds, tokens = random_object_predictions(items, boxes, seed), 0.0
+            bench = score_pairs(items, preds, boxes, meteor=meteor, tasks=GROUNDING_TASKS)
+        else:
+            if generate is None or scenes is None:
+                raise ValueError(f"variant {v.name!r} needs the model (generate) and scene inputs")
+            inputs = {sid: scenes.get(v, sid) for sid in tqdm(scene_ids, desc=f"{v.name} scenes", leave=False)}
+            tokens = float(np.mean([len(x) for x in inputs.values()])) if inputs else 0.0
+            preds = generate_all(generate, items, inputs, batch_size, max_new_tokens, desc=v.name)
+            bench = score_pairs(items, preds, boxes, meteor=meteor)
+        log.info("%s: %s", v.name, {b: round(m.get(HEADLINE.get(b, ""), math.nan), 4) for b, m in bench.items()})
+        results[v.name] = {"tokens": tokens, "method": v.method if v.kind == "model" and not v.blind else v.name,
+                           "budget": v.budget, "benchmarks": bench}
+        texts[v.name] = preds
+    return results, texts
+
+
+def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
+    """``<variant>.<benchmark>.<metric>`` -> value (finite values only), for MLflow."""
+    out: dict[str, float] = {}
+    for name, r in results.items():
+        out[f"{name}.tokens"] = float(r["tokens"])
+        for bench, ms in r["benchmarks"].items():
+            for k, val in ms.items():
+                if isinstance(val, (int, float)) and math.isfinite(val):
+                    out[f"{name}.{bench}.{k}".replace("@", "_at_")] = float(val)
+    return out

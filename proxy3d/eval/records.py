@@ -1,0 +1,161 @@
+"""Reading annotation and prediction files record by record, with the line each record starts on.
+
+JSON arrays, JSON Lines and (annotations only) Parquet are accepted. A malformed file raises
+:class:`PredictionFormatError` naming the file, the line and the fix; never an ``assert``.
+GT boxes come from a ScanNet-layout data root (``proxy3d.scenes.scannet.load_objects``) or from a table
+with columns ``scene_id, object_id, label, center_x/y/z, size_x/y/z`` (``artifacts/spacespan/objects.parquet``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_DECODER = json.JSONDecoder()
+
+
+class PredictionFormatError(ValueError):
+    """A predictions/annotations file is not in the expected format (message names file and line)."""
+
+
+def _line(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
+
+
+def iter_records(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """``(line, record)`` for each element of a JSON array or each line of a JSON Lines file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    text = path.read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    if not stripped.startswith("["):
+        for i, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                yield i, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise PredictionFormatError(f"{path}:{i}: not valid JSON ({e.msg}, column {e.colno}); "
+                                            "expected one JSON object per line or one JSON array") from None
+        return
+    pos = len(text) - len(stripped) + 1
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos < len(text) and text[pos] == "]":
+            return
+        try:
+            obj, end = _DECODER.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise PredictionFormatError(f"{path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno}); "
+                                        "fix the file (it must be a JSON array of objects)") from None
+        yield _line(text, pos), obj
+        pos = end
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            raise PredictionFormatError(f"{path}:{_line(text, pos)}: JSON array is not closed with ']'")
+        if text[pos] == "]":
+            return
+        if text[pos] != ",":
+            raise PredictionFormatError(f"{path}:{_line(text, pos)}: expected ',' or ']' between records, "
+                                        f"found {text[pos]!r}")
+        pos += 1
+
+
+def load_json(path: str | Path) -> Any:
+    """A whole JSON document; a decode error names file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise PredictionFormatError(f"{path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
+
+
+def load_table(path: str | Path) -> list[tuple[int, dict]]:
+    """Records of a JSON array / JSON Lines / Parquet file as ``(line or row, dict)``."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pandas as pd
+
+        return [(i + 1, r) for i, r in enumerate(pd.read_parquet(path).to_dict("records"))]
+    return list(iter_records(path))
+
+
+def field(path: Path, line: int, rec: Any, key: str, kind: type | tuple[type, ...] = object) -> Any:
+    """``rec[key]`` checked for presence and type, else an error naming file, line and key."""
+    if not isinstance(rec, dict):
+        raise PredictionFormatError(f"{path}:{line}: expected a JSON object, got {type(rec).__name__}")
+    if key not in rec:
+        raise PredictionFormatError(f"{path}:{line}: missing field {key!r} (has {sorted(rec)[:8]}); "
+                                    "see 'proxy3d score --help' for the expected format")
+    value = rec[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise PredictionFormatError(f"{path}:{line}: field {key!r} = {str(value)[:60]!r} has type "
+                                    f"{type(value).__name__}, expected {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def parse_box(path: Path, line: int | str, value: Any, key: str = "bbox") -> np.ndarray:
+    """A predicted box: ``(8, 3)`` corners, ``(2, 3)`` bounds or ``(6,)`` centre+size -> ``(2, 3)`` bounds."""
+    from proxy3d.eval.metrics import box_bounds
+
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+        bounds = box_bounds(arr)
+    except (TypeError, ValueError) as e:
+        raise PredictionFormatError(f"{path}:{line}: field {key!r} is not a box ({e}); give 8 corners "
+                                    "[[x, y, z] x 8] or [cx, cy, cz, dx, dy, dz]") from None
+    if not np.isfinite(bounds).all():
+        raise PredictionFormatError(f"{path}:{line}: field {key!r} has non-finite coordinates")
+    return bounds
+
+
+def as_int(path: Path, line: int, value: Any, key: str) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        raise PredictionFormatError(f"{path}:{line}: field {key!r} = {value!r} is not an integer id") from None
+
+
+# ----------------------------------------------------------------------------- GT boxes
+Boxes = dict[str, dict[int, tuple[str, np.ndarray]]]  # scene -> object id -> (label, (6,) centre+size)
+
+
+def load_gt_boxes(source: str | Path, scene_ids: set[str]) -> Boxes:
+    """GT object boxes of ``scene_ids`` from a Parquet/CSV objects table or a ScanNet-layout data root."""
+    source = Path(source)
+    out: Boxes = {}
+    if source.is_file() or source.suffix in (".parquet", ".csv"):
+        import pandas as pd
+
+        if not source.exists():
+            raise FileNotFoundError(f"{source}: no such objects table; run 'dvc repro spacespan' or pass "
+                                    "--boxes <data root>")
+        df = pd.read_parquet(source) if source.suffix == ".parquet" else pd.read_csv(source)
+        cols = ["scene_id", "object_id", "label", "center_x", "center_y", "center_z", "size_x", "size_y", "size_z"]
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise ValueError(f"{source}: objects table lacks columns {missing}; expected {cols}")
+        df = df[df["scene_id"].isin(scene_ids)]
+        for r in df.itertuples(index=False):
+            box = np.array([r.center_x, r.center_y, r.center_z, r.size_x, r.size_y, r.size_z], dtype=np.float64)
+            out.setdefault(str(r.scene_id), {})[int(r.object_id)] = (str(r.label), box)
+        return out
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source}: not a data root or objects table; pass --boxes data or "
+                                "--boxes artifacts/spacespan/objects.parquet")
+    from proxy3d.scenes.scannet import load_objects
+
+    for sid in sorted(scene_ids):
+        if not (source / "scenes" / sid).is_dir() and not (source / sid).is_dir():
+            continue  # unknown scene: its items score as wrong
+        out[sid] = {o.object_id: (o.label, np.asarray(o.aabb, dtype=np.float64)) for o in load_objects(source, sid)}
+    return out

@@ -1,0 +1,257 @@
+"""Score a predictions file in a benchmark's submission format against its ground-truth annotation files.
+
+Every GT item counts: a GT item without a prediction scores as wrong (empty answer / no box), and a
+prediction whose id is not in the GT is scored as a wrong extra item (counted in ``n_unknown``), never
+skipped. Formats (ids may be strings or integers):
+
+- scanrefer: ``[{scene_id, object_id, ann_id, bbox}]`` (ScanRefer benchmark ``pred.json``; bbox = 8 corners)
+- multi3drefer: ``[{scene_id, ann_id, aabb: [[8 corners] ...]}]`` (M3DRef-CLIP per-scene files, scene inlined)
+- scanqa: ``[{scene_id, question_id, answer_top10, bbox}]`` (ScanQA test submission)
+- sqa3d: ``[{question_id, answer}]``
+- scan2cap: ``{scene_id: [{caption, box}]}`` (Scan2Cap benchmark submission)
+- vsibench: JSON Lines ``{id, prediction}``
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from proxy3d.eval import captions, metrics
+from proxy3d.eval.records import (
+    Boxes,
+    PredictionFormatError,
+    as_int,
+    field,
+    iter_records,
+    load_gt_boxes,
+    load_json,
+    load_table,
+    parse_box,
+)
+
+BENCHMARKS = ("scanrefer", "multi3drefer", "scanqa", "sqa3d", "scan2cap", "vsibench")
+
+
+def _gt_box(boxes: Boxes, scene_id: str, object_id: int) -> np.ndarray | None:
+    entry = boxes.get(scene_id, {}).get(object_id)
+    return None if entry is None else entry[1]
+
+
+def _iou(pred: np.ndarray | None, gt: np.ndarray | None) -> float:
+    return 0.0 if pred is None or gt is None else metrics.box3d_iou(pred, gt)
+
+
+def _counts(n_gt: int, n_pred: int, n_unknown: int) -> dict[str, float]:
+    return {"n_items": float(n_gt), "n_predictions": float(n_pred), "n_unknown": float(n_unknown),
+            "n_missing": float(n_gt - (n_pred - n_unknown))}
+
+
+def score_scanrefer(pred: Path, anns: list[Path], boxes_src: Path, meteor: bool = True) -> dict[str, float]:
+    gt = {}
+    for p in anns:
+        for line, r in load_table(p):
+            key = (str(field(p, line, r, "scene_id")), as_int(p, line, r["object_id"], "object_id"),
+                   as_int(p, line, field(p, line, r, "ann_id"), "ann_id"))
+            gt[key] = str(r.get("object_name", ""))
+    lookup = metrics.unique_multiple_lookup((s, o, n) for (s, o, _), n in gt.items())
+    boxes = load_gt_boxes(boxes_src, {k[0] for k in gt})
+    preds: dict[tuple, np.ndarray] = {}
+    n_pred = unknown = 0
+    for line, r in iter_records(pred):
+        key = (str(field(pred, line, r, "scene_id")), as_int(pred, line, field(pred, line, r, "object_id"), "object_id"),
+               as_int(pred, line, field(pred, line, r, "ann_id"), "ann_id"))
+        box = parse_box(pred, line, field(pred, line, r, "bbox"))
+        n_pred += 1
+        if key in gt:
+            preds[key] = box
+        else:
+            unknown += 1
+    ious = [_iou(preds.get(k), _gt_box(boxes, k[0], k[1])) for k in gt] + [0.0] * unknown
+    um = [lookup[(k[0], k[1])] for k in gt] + [-1] * unknown
+    return {**metrics.scanrefer_scores(ious, um), **_counts(len(gt), n_pred, unknown)}
+
+
+def score_multi3drefer(pred: Path, anns: list[Path], boxes_src: Path, meteor: bool = True) -> dict[str, float]:
+    gt: dict[tuple[str, int], tuple[list[int], str]] = {}
+    for p in anns:
+        for line, r in load_table(p):
+            ids = [as_int(p, line, i, "object_ids") for i in field(p, line, r, "object_ids", (list, np.ndarray))]
+            et = str(field(p, line, r, "eval_type"))
+            if et not in metrics.MULTI3DREFER_TYPES:
+                raise PredictionFormatError(f"{p}:{line}: eval_type {et!r} not in {metrics.MULTI3DREFER_TYPES}")
+            gt[(str(field(p, line, r, "scene_id")), as_int(p, line, field(p, line, r, "ann_id"), "ann_id"))] = (ids, et)
+    boxes = load_gt_boxes(boxes_src, {k[0] for k in gt})
+    preds: dict[tuple[str, int], list[np.ndarray]] = {}
+    n_pred = unknown = 0
+    for line, r in iter_records(pred):
+        key = (str(field(pred, line, r, "scene_id")), as_int(pred, line, field(pred, line, r, "ann_id"), "ann_id"))
+        aabbs = [parse_box(pred, line, b, "aabb") for b in field(pred, line, r, "aabb", list)]
+        n_pred += 1
+        if key in gt:
+            preds[key] = aabbs
+        else:
+            unknown += 1
+    f1s, types = [], []
+    for key, (ids, et) in gt.items():
+        gt_boxes = [b for b in (_gt_box(boxes, key[0], i) for i in ids) if b is not None]
+        if len(gt_boxes) != len(ids):  # GT object missing from the scene: never matchable
+            gt_boxes += [np.array([1e9, 1e9, 1e9, 0, 0, 0])] * (len(ids) - len(gt_boxes))
+        f1s.append(metrics.multi3drefer_f1(preds.get(key, []), gt_boxes))
+        types.append(et)
+    f1s += [(0.0, 0.0)] * unknown
+    types += ["unknown"] * unknown
+    return {**metrics.multi3drefer_scores(f1s, types), **_counts(len(gt), n_pred, unknown)}
+
+
+def _qa_gt(anns: list[Path]) -> dict[str, tuple[list[str], str]]:
+    gt = {}
+    for p in anns:
+        for line, r in load_table(p):
+            answers = field(p, line, r, "answers", (list, np.ndarray))
+            gt[str(field(p, line, r, "question_id"))] = ([str(a) for a in answers], str(r.get("question", "")))
+    return gt
+
+
+def _qa_metrics(preds: list[str], answers: list[list[str]], unknown: int, meteor: bool) -> dict[str, float]:
+    """EM, refined EM and caption metrics; ``unknown`` extra predictions each score 0 on every metric."""
+    out = metrics.qa_em_scores(preds, answers)
+    gts = {str(i): [metrics.clean_answer(a) for a in a_list] or [""] for i, a_list in enumerate(answers)}
+    res = {str(i): metrics.clean_answer(p) for i, p in enumerate(preds)}
+    corpus, _ = captions.caption_scores(gts, res, meteor=meteor)
+    scale = len(preds) / (len(preds) + unknown) if preds else 0.0
+    return {k: v * scale for k, v in {**out, **corpus}.items()}
+
+
+def score_scanqa(pred: Path, anns: list[Path], boxes_src: Path, meteor: bool = True) -> dict[str, float]:
+    gt = _qa_gt(anns)
+    preds: dict[str, str] = {}
+    n_pred = unknown = 0
+    for line, r in iter_records(pred):
+        qid = str(field(pred, line, r, "question_id"))
+        top = field(pred, line, r, "answer_top10", list)
+        n_pred += 1
+        if qid in gt:
+            preds[qid] = str(top[0]) if top else ""
+        else:
+            unknown += 1
+    keys = list(gt)
+    out = _qa_metrics([preds.get(k, "") for k in keys], [gt[k][0] for k in keys], unknown, meteor)
+    return {**out, **_counts(len(gt), n_pred, unknown)}
+
+
+def score_sqa3d(pred: Path, anns: list[Path], boxes_src: Path, meteor: bool = True) -> dict[str, float]:
+    questions: dict[str, str] = {}
+    answers: dict[str, list[str]] = {}
+    for p in anns:
+        doc = load_json(p)
+        if isinstance(doc, dict) and "questions" in doc:
+            questions.update({str(q["question_id"]): str(q["question"]) for q in doc["questions"]})
+        elif isinstance(doc, dict) and "annotations" in doc:
+            answers.update({str(a["question_id"]): [str(x["answer"]) for x in a["answers"]] for a in doc["annotations"]})
+        else:
+            raise PredictionFormatError(f"{p}:1: expected an SQA3D questions file ({{'questions': [...]}}) or "
+                                        "annotations file ({'annotations': [...]})")
+    if not answers or not questions:
+        raise ValueError("sqa3d needs both the questions and the annotations file: --annotations Q.json A.json")
+    preds: dict[str, str] = {}
+    n_pred = unknown = 0
+    for line, r in iter_records(pred):
+        qid = str(field(pred, line, r, "question_id"))
+        answer = str(field(pred, line, r, "answer"))
+        n_pred += 1
+        if qid in answers:
+            preds[qid] = answer
+        else:
+            unknown += 1
+    keys = list(answers)
+    out = metrics.sqa3d_scores([preds.get(k, "") for k in keys], [answers[k] for k in keys],
+                               [questions.get(k, "") for k in keys])
+    scale = len(keys) / (len(keys) + unknown) if keys else 0.0
+    out["em"], out["refined_em"] = out["em"] * scale, out["refined_em"] * scale  # unknown ids: wrong answers
+    return {**out, **_counts(len(keys), n_pred, unknown)}
+
+
+def _scan2cap_gt(anns: list[Path]) -> dict[str, list[str]]:
+    gt: dict[str, list[str]] = {}
+    for p in anns:
+        doc = load_json(p)
+        if isinstance(doc, dict):
+            for key, caps in doc.items():
+                scene, obj = key.split("|")[:2]
+                gt.setdefault(f"{scene}|{int(obj)}", []).extend(str(c) for c in caps)
+        else:
+            for line, r in iter_records(p):
+                key = f"{field(p, line, r, 'scene_id')}|{as_int(p, line, field(p, line, r, 'object_id'), 'object_id')}"
+                gt.setdefault(key, []).append(str(field(p, line, r, "description")))
+    return gt
+
+
+def score_scan2cap(pred: Path, anns: list[Path], boxes_src: Path, meteor: bool = True) -> dict[str, float]:
+    gt = _scan2cap_gt(anns)
+    boxes = load_gt_boxes(boxes_src, {k.split("|")[0] for k in gt})
+    doc = load_json(pred)
+    if not isinstance(doc, dict):
+        raise PredictionFormatError(f"{pred}:1: expected {{scene_id: [{{caption, box}}, ...]}}")
+    cands: dict[str, str] = {}
+    ious: dict[str, float] = {}
+    n_pred = unknown = 0
+    for scene_id, items in doc.items():
+        if not isinstance(items, list):
+            raise PredictionFormatError(f"{pred}: scene {scene_id!r}: expected a list of {{caption, box}}")
+        scene_gt = {int(k.split("|")[1]): _gt_box(boxes, scene_id, int(k.split("|")[1]))
+                    for k in gt if k.split("|")[0] == scene_id}
+        for i, r in enumerate(items):
+            if not isinstance(r, dict) or "caption" not in r or "box" not in r:
+                raise PredictionFormatError(f"{pred}: scene {scene_id!r} item {i}: needs 'caption' and 'box' "
+                                            "(box = 8 corners or [cx, cy, cz, dx, dy, dz])")
+            caption = str(r["caption"])
+            box = parse_box(pred, f"scene {scene_id!r} item {i}", r["box"], "box")
+            n_pred += 1
+            best = max(((_iou(box, b), o) for o, b in scene_gt.items()), default=(0.0, None))
+            if best[1] is None or best[0] <= 0.0:
+                unknown += 1  # matches no GT object: a false positive (Scan2Cap ignores these; counted here)
+                continue
+            key = f"{scene_id}|{best[1]}"
+            if best[0] > ious.get(key, -1.0):
+                cands[key], ious[key] = caption, best[0]
+    out = captions.scan2cap_scores(gt, cands, ious, meteor=meteor)
+    return {**out, **_counts(len(gt), n_pred, unknown), "n_missing": float(sum(ious.get(k, 0) < 0.5 for k in gt))}
+
+
+def score_vsibench(pred: Path, anns: list[Path], boxes_src: Path, meteor: bool = True) -> dict[str, float]:
+    gt: dict[str, tuple[str, str]] = {}
+    for p in anns:
+        for line, r in load_table(p):
+            gt[str(field(p, line, r, "id"))] = (str(field(p, line, r, "question_type")), str(field(p, line, r, "ground_truth")))
+    preds: dict[str, str] = {}
+    n_pred = unknown = 0
+    for line, r in iter_records(pred):
+        qid = str(field(pred, line, r, "id"))
+        text = field(pred, line, r, "prediction")
+        n_pred += 1
+        if qid in gt:
+            preds[qid] = str(text)
+        else:
+            unknown += 1
+    types = [gt[k][0] for k in gt] + ["unknown"] * unknown
+    scores = [metrics.vsibench_item_score(t, preds.get(k, ""), g) for k, (t, g) in gt.items()] + [0.0] * unknown
+    out = metrics.vsibench_scores(types, scores)  # unknown ids form an "unknown" task scored 0
+    return {**out, **_counts(len(gt), n_pred, unknown)}
+
+
+SCORERS: dict[str, Callable[..., dict[str, float]]] = {
+    "scanrefer": score_scanrefer, "multi3drefer": score_multi3drefer, "scanqa": score_scanqa,
+    "sqa3d": score_sqa3d, "scan2cap": score_scan2cap, "vsibench": score_vsibench,
+}
+
+
+def score_file(benchmark: str, predictions: str | Path, annotations: list[str | Path],
+               boxes: str | Path = "data", meteor: bool = True) -> dict[str, Any]:
+    """Metrics of ``predictions`` for ``benchmark`` (one of :data:`BENCHMARKS`)."""
+    if benchmark not in SCORERS:
+        raise ValueError(f"benchmark {benchmark!r} is not one of {BENCHMARKS}")
+    return SCORERS[benchmark](Path(predictions), [Path(a) for a in annotations], Path(boxes), meteor=meteor)

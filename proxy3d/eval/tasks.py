@@ -1,0 +1,186 @@
+"""Score (SpaceSpan item, generated text) pairs per benchmark, independent of any model.
+
+Items are SpaceSpan rows (DESIGN §6: id, source, task, scene_id, question, answers, target_object_ids,
+question_type, ...). Predictions are the generated texts; ``<OBJxxx>`` identifiers in them are mapped to
+the GT box of that object. Tasks map to benchmarks by the metric they are scored with:
+
+grounding -> scanrefer, multi_grounding -> multi3drefer, qa -> scanqa, situated_qa -> sqa3d,
+caption -> scan2cap, spatial_mc / spatial_num -> vsibench, attribute -> mmscan, id_align / coord_align -> alignment.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from proxy3d.eval import captions, metrics
+from proxy3d.eval.records import Boxes
+
+log = logging.getLogger(__name__)
+
+OBJ_RE = re.compile(r"<OBJ(\d{3})>")
+BENCHMARK_OF_TASK = {
+    "grounding": "scanrefer", "multi_grounding": "multi3drefer", "qa": "scanqa", "situated_qa": "sqa3d",
+    "caption": "scan2cap", "spatial_mc": "vsibench", "spatial_num": "vsibench", "attribute": "mmscan",
+    "id_align": "alignment", "coord_align": "alignment",
+}
+GROUNDING_TASKS = ("grounding", "multi_grounding")
+
+
+def parse_objects(text: str) -> list[int]:
+    """Object ids named by ``<OBJxxx>`` tokens, in order, without repeats."""
+    return list(dict.fromkeys(int(m) for m in OBJ_RE.findall(text)))
+
+
+def strip_objects(text: str) -> str:
+    return re.sub(r"\s+", " ", OBJ_RE.sub(" ", text)).strip()
+
+
+def _ids(item: dict[str, Any]) -> list[int]:
+    v = item.get("target_object_ids")
+    return [] if v is None else [int(i) for i in v]
+
+
+def _answers(item: dict[str, Any]) -> list[str]:
+    v = item.get("answers")
+    return [] if v is None else [str(a) for a in v]
+
+
+def _box(boxes: Boxes, scene_id: str, object_id: int) -> np.ndarray | None:
+    entry = boxes.get(scene_id, {}).get(object_id)
+    return None if entry is None else entry[1]
+
+
+def _unique_multiple(boxes: Boxes, scene_id: str, object_id: int) -> int:
+    """0 if no other object of the scene has the target's label (ScanRefer 'unique'), else 1."""
+    objs = boxes.get(scene_id, {})
+    if object_id not in objs:
+        return 1
+    label = objs[object_id][0]
+    return 0 if sum(1 for lab, _ in objs.values() if lab == label) == 1 else 1
+
+
+def _eval_type(item: dict[str, Any], boxes: Boxes) -> str:
+    """Multi3DRefer eval_type: the item's own when SpaceSpan kept it, else derived from targets and labels."""
+    qt = item.get("question_type")
+    if qt in metrics.MULTI3DREFER_TYPES:
+        return str(qt)
+    ids = _ids(item)
+    if len(ids) > 1:
+        return "mt"
+    if not ids:
+        return "zt_wo_d"
+    return "st_w_d" if _unique_multiple(boxes, item["scene_id"], ids[0]) else "st_wo_d"
+
+
+def score_scanrefer(items: Sequence[dict], preds: Sequence[str], boxes: Boxes) -> dict[str, float]:
+    ious, um = [], []
+    for it, pred in zip(items, preds, strict=True):
+        sid, targets, named = it["scene_id"], _ids(it), parse_objects(pred)
+        gt = _box(boxes, sid, targets[0]) if targets else None
+        p = _box(boxes, sid, named[0]) if named else None  # empty prediction / unknown id: IoU 0
+        ious.append(0.0 if gt is None or p is None else metrics.box3d_iou(p, gt))
+        um.append(_unique_multiple(boxes, sid, targets[0]) if targets else 1)
+    return metrics.scanrefer_scores(ious, um)
+
+
+def score_multi3drefer(items: Sequence[dict], preds: Sequence[str], boxes: Boxes) -> dict[str, float]:
+    f1s, types = [], []
+    for it, pred in zip(items, preds, strict=True):
+        sid = it["scene_id"]
+        pred_boxes = [b for b in (_box(boxes, sid, i) for i in parse_objects(pred)) if b is not None]
+        gt_boxes = [b for b in (_box(boxes, sid, i) for i in _ids(it)) if b is not None]
+        f1s.append(metrics.multi3drefer_f1(pred_boxes, gt_boxes))
+        types.append(_eval_type(it, boxes))
+    return metrics.multi3drefer_scores(f1s, types)
+
+
+def score_qa(items: Sequence[dict], preds: Sequence[str], meteor: bool) -> dict[str, float]:
+    answers = [_answers(it) for it in items]
+    texts = [strip_objects(p) for p in preds]
+    out = metrics.qa_em_scores(texts, answers)
+    gts = {str(i): [metrics.clean_answer(a) for a in a_list] or [""] for i, a_list in enumerate(answers)}
+    res = {str(i): metrics.clean_answer(t) for i, t in enumerate(texts)}
+    corpus, _ = captions.caption_scores(gts, res, meteor=meteor)
+    return {**out, **corpus}
+
+
+def score_sqa3d(items: Sequence[dict], preds: Sequence[str]) -> dict[str, float]:
+    return metrics.sqa3d_scores([strip_objects(p) for p in preds], [_answers(it) for it in items],
+                                [str(it.get("question", "")) for it in items])
+
+
+def score_scan2cap(items: Sequence[dict], preds: Sequence[str], boxes: Boxes, meteor: bool) -> dict[str, float]:
+    """One caption item per GT object (its references pooled); the model captions a given object, so the
+    matched box is the object's own (IoU 1) unless the caption names another object (then that box's IoU)."""
+    gts: dict[str, list[str]] = defaultdict(list)
+    cands: dict[str, str] = {}
+    ious: dict[str, float] = {}
+    for it, pred in zip(items, preds, strict=True):
+        targets = _ids(it)
+        if not targets:
+            continue
+        key = f"{it['scene_id']}|{targets[0]}"
+        gts[key].extend(_answers(it))
+        if key not in cands:
+            named = parse_objects(pred)
+            gt, p = _box(boxes, it["scene_id"], targets[0]), _box(boxes, it["scene_id"], named[0]) if named else None
+            ious[key] = 1.0 if not named else (metrics.box3d_iou(p, gt) if p is not None and gt is not None else 0.0)
+            cands[key] = strip_objects(pred)
+    return captions.scan2cap_scores(dict(gts), cands, ious, meteor=meteor)
+
+
+def score_vsibench(items: Sequence[dict], preds: Sequence[str]) -> dict[str, float]:
+    """VSI-Bench scoring; items without a VSI question_type are their own task (``spatial_num``: MRA,
+    ``spatial_mc``: exact match)."""
+    numeric = (*metrics.VSI_NUM_TYPES, "spatial_num")
+    types, scores = [], []
+    for it, pred in zip(items, preds, strict=True):
+        qt = str(it.get("question_type") or "")
+        if qt not in metrics.VSI_MC_TYPES + metrics.VSI_NUM_TYPES:
+            qt = str(it["task"])
+        types.append(qt)
+        scores.append(metrics.vsibench_item_score(qt, strip_objects(pred), (_answers(it) or [""])[0], numeric))
+    return metrics.vsibench_scores(types, scores, numeric)
+
+
+def score_em(items: Sequence[dict], preds: Sequence[str]) -> dict[str, float]:
+    return metrics.qa_em_scores(list(preds), [_answers(it) for it in items])
+
+
+def score_pairs(items: Sequence[dict], preds: Sequence[str], boxes: Boxes, meteor: bool = True,
+                tasks: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+    """Metrics per benchmark for aligned ``items`` and ``preds`` (optionally only ``tasks``)."""
+    by_bench: dict[str, tuple[list[dict], list[str]]] = defaultdict(lambda: ([], []))
+    for it, pred in zip(items, preds, strict=True):
+        if tasks is not None and it["task"] not in tasks:
+            continue
+        bench = BENCHMARK_OF_TASK.get(it["task"])
+        if bench is None:
+            log.warning("item %s: unknown task %r, not scored", it.get("id"), it["task"])
+            continue
+        by_bench[bench][0].append(it)
+        by_bench[bench][1].append(pred)
+    out: dict[str, dict[str, float]] = {}
+    for bench, (its, ps) in sorted(by_bench.items()):
+        if bench == "scanrefer":
+            out[bench] = score_scanrefer(its, ps, boxes)
+        elif bench == "multi3drefer":
+            out[bench] = score_multi3drefer(its, ps, boxes)
+        elif bench == "scanqa":
+            out[bench] = score_qa(its, ps, meteor)
+        elif bench == "sqa3d":
+            out[bench] = score_sqa3d(its, ps)
+        elif bench == "scan2cap":
+            out[bench] = score_scan2cap(its, ps, boxes, meteor)
+        elif bench == "vsibench":
+            out[bench] = score_vsibench(its, ps)
+        else:
+            out[bench] = score_em(its, ps)
+        out[bench]["n_items"] = float(len(its))
+    return out

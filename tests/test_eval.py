@@ -1,0 +1,174 @@
+"""Evaluation from (item, prediction) pairs, the variant loop and the report, without the trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from proxy3d.eval.evaluate import Variant, build_variants, evaluate, flat_metrics, select_items
+from proxy3d.eval.records import load_gt_boxes
+from proxy3d.eval.report import write_report
+from proxy3d.eval.tasks import parse_objects, score_pairs
+
+BOXES = Path(__file__).parent / "fixtures" / "predictions" / "objects.csv"
+
+
+def _item(i, task, answers, targets=(), question="q", qt=None, scene="scene0000_00"):
+    return {"id": str(i), "source": "x", "task": task, "scene_id": scene, "question": question,
+            "answers": list(answers), "target_object_ids": list(targets), "question_type": qt}
+
+
+ITEMS = [
+    _item(0, "grounding", ["<OBJ000>"], [0]),            # chair, 2 chairs in the scene: multiple
+    _item(1, "grounding", ["<OBJ002>"], [2]),            # table: unique
+    _item(2, "multi_grounding", ["<OBJ000> <OBJ001>"], [0, 1]),
+    _item(3, "multi_grounding", ["none"], []),
+    _item(4, "qa", ["brown"], [0], "What color is the chair?"),
+    _item(5, "qa", ["2"], [0, 1], "How many chairs?"),
+    _item(6, "situated_qa", ["left"], [], "Which way is the door?"),
+    _item(7, "caption", ["a brown chair next to the table"], [0]),
+    _item(8, "caption", ["a wide table between two chairs"], [2]),
+    _item(9, "caption", ["a big bed in the corner"], [0], scene="scene0001_00"),
+    _item(10, "spatial_num", ["4.0"], [], qt="object_abs_distance"),
+    _item(11, "spatial_mc", ["B"], [], qt="object_rel_distance"),
+    _item(12, "id_align", ["chair <OBJ001>"], [1]),
+]
+PREDS = ["chair <OBJ000>", "<OBJ000>", "<OBJ001> <OBJ000> <OBJ002>", "", "Brown", "two chairs", "right",
+         "a brown chair by the table", "a table <OBJ000>", "a bed", "5", "B.", "chair <OBJ001>"]
+
+
+@pytest.fixture(scope="module")
+def boxes():
+    return load_gt_boxes(BOXES, {"scene0000_00", "scene0001_00"})
+
+
+def test_parse_objects_keeps_order_without_repeats():
+    assert parse_objects("the <OBJ012> near <OBJ003> and <OBJ012>") == [12, 3]
+    assert parse_objects("no identifier") == []
+
+
+def test_score_pairs_maps_identifiers_to_boxes(boxes):
+    r = score_pairs(ITEMS, PREDS, boxes, meteor=False)
+    assert r["scanrefer"]["acc@0.25"] == 0.5  # right chair; table answered with a chair (IoU 0)
+    assert r["scanrefer"]["multiple_acc@0.25"] == 1.0 and r["scanrefer"]["unique_acc@0.25"] == 0.0
+    assert r["multi3drefer"]["f1@0.5"] == pytest.approx((0.8 + 1.0) / 2)  # 2 TP of 3 preds/2 gts; zero target
+    assert r["multi3drefer"]["mt_f1@0.5"] == pytest.approx(0.8)
+    assert r["scanqa"]["em"] == 0.5 and r["scanqa"]["refined_em"] == 1.0
+    assert r["sqa3d"]["em"] == 0.0 and r["sqa3d"]["em_which"] == 0.0
+    assert r["scan2cap"]["recall@0.5"] == pytest.approx(2 / 3)  # the table caption names a chair: IoU 0
+    assert r["vsibench"]["object_abs_distance_MRA"] == pytest.approx(0.6)
+    assert r["vsibench"]["object_rel_distance_accuracy"] == 1.0
+    assert r["alignment"]["em"] == 1.0
+    assert {b: m["n_items"] for b, m in r.items()}["scan2cap"] == 3
+
+
+class _Scenes:
+    """Scene inputs per variant: a list of object ids standing in for the proxies (len = tokens)."""
+
+    def get(self, v: Variant, scene_id: str) -> list[int]:
+        return [] if v.blind else list(range(v.budget // 100))
+
+
+def _oracle(items, scenes, max_new_tokens):
+    """Answers right when it sees visual tokens, like a perfect model; blind it says nothing useful."""
+    return [it["answers"][0] if len(s) else "1" for it, s in zip(items, scenes, strict=True)]
+
+
+def test_evaluate_variants_and_report(tmp_path, boxes):
+    variants = [Variant("semantic@700", budget=700), Variant("blind", blind=True, budget=0),
+                Variant("random_object", kind="random_object", budget=0)]
+    results, texts = evaluate(ITEMS, boxes, variants, _oracle, _Scenes(), batch_size=4, max_new_tokens=8, meteor=False)
+    assert texts["semantic@700"] == [it["answers"][0] for it in ITEMS]
+    assert results["semantic@700"]["benchmarks"]["scanrefer"]["acc@0.5"] == 1.0
+    assert results["semantic@700"]["tokens"] == 7.0 and results["blind"]["tokens"] == 0.0
+    assert results["blind"]["benchmarks"]["scanrefer"]["acc@0.25"] == 0.0
+    assert set(results["random_object"]["benchmarks"]) == {"scanrefer", "multi3drefer"}
+    flat = flat_metrics(results)
+    assert flat["semantic_at_700.scanrefer.acc_at_0.25"] == 1.0
+    paths = write_report(results, tmp_path / "eval.md", tmp_path / "eval")
+    md = (tmp_path / "eval.md").read_text()
+    for title in ("Table 2", "Table 3", "Table 4", "| semantic@700 | 7 | 100.0", "| random_object | 0 |"):
+        assert title in md
+    for p in paths[1:]:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+
+
+def test_variants_and_item_sampling():
+    names = [v.name for v in build_variants([450, 700, 1000], ["blind", "random_object", "global_kmeans"], "semantic", 700)]
+    assert names == ["semantic@450", "semantic@700", "semantic@1000", "blind", "random_object", "global_kmeans@700"]
+    with pytest.raises(ValueError, match="unknown baseline 'oracle'"):
+        build_variants([700], ["oracle"], "semantic", 700)
+    items = [{"task": "qa" if i % 2 else "grounding", "i": i} for i in range(40)]
+    a, b = select_items(items, 5, seed=0), select_items(items, 5, seed=0)
+    assert a == b and len(a) == 10 and [x["i"] for x in a] == sorted(x["i"] for x in a)
+    assert np.all([sum(x["task"] == t for x in a) == 5 for t in ("qa", "grounding")])
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """An untrained tiny checkpoint written by the model package (feature_dim 8)."""
+    from proxy3d.config import ModelParams
+    from proxy3d.model import text_tokenizer as tt
+    from proxy3d.model.build import create_model, save_model_dir
+
+    tok = tt.build_text_tokenizer([it["question"] + " " + it["answers"][0] for it in ITEMS] * 20, 400)
+    return save_model_dir(create_model(ModelParams(), tok, None, feature_dim=8), tok,
+                          tmp_path_factory.mktemp("ckpt") / "stage4", {"model": {"preset": "tiny"}})
+
+
+def _proxies(scene_id: str, k: int, seed: int = 0):
+    from proxy3d.types import Proxies
+
+    rng = np.random.default_rng(seed)
+    return Proxies(scene_id, rng.normal(size=(k, 8)).astype(np.float32), rng.uniform(0, 3, (k, 3)).astype(np.float32),
+                   np.arange(k, dtype=np.int32) % 3, np.zeros(k, np.int32), np.ones(k, np.int32))
+
+
+@pytest.mark.slow
+def test_evaluate_drives_the_real_model_api(tiny_checkpoint, boxes):
+    """An untrained tiny checkpoint through proxy3d.model.api: shapes, batching and scoring fit together."""
+    from proxy3d.eval.evaluate import model_generate_fn
+    from proxy3d.model.inputs import SceneInput
+
+    class Scenes:
+        def get(self, v, scene_id):
+            return SceneInput.empty(scene_id) if v.blind else SceneInput.from_proxies(_proxies(scene_id, v.budget // 100))
+
+    gen = model_generate_fn(tiny_checkpoint, "cpu", batch_size=4)
+    variants = [Variant("semantic@700", budget=700), Variant("blind", blind=True, budget=0)]
+    results, texts = evaluate(ITEMS, boxes, variants, gen, Scenes(), batch_size=4, max_new_tokens=4, meteor=False)
+    assert len(texts["blind"]) == len(ITEMS) and all(isinstance(t, str) for t in texts["blind"])
+    assert results["semantic@700"]["tokens"] == 7.0
+    assert 0.0 <= results["semantic@700"]["benchmarks"]["scanrefer"]["acc@0.25"] <= 1.0
+
+
+@pytest.mark.slow
+def test_evaluate_stage_writes_metrics_report_and_plots(tiny_checkpoint, tmp_path):
+    """The stage's run() on SpaceSpan-layout Parquet, an objects table, proxies and the checkpoint."""
+    import json
+
+    import pandas as pd
+
+    from proxy3d.config import EvaluateParams, ProxiesParams
+    from proxy3d.stages.evaluate import run
+    from proxy3d.tracking import NullTracker
+    from proxy3d.types import save_proxies
+
+    val = tmp_path / "spacespan" / "curriculum_stage=4" / "split=val"
+    val.mkdir(parents=True)
+    pd.DataFrame(ITEMS).to_parquet(val / "part-00000.parquet")
+    objs = pd.read_csv(BOXES)
+    objs.to_parquet(tmp_path / "spacespan" / "objects.parquet")
+    for sid in objs.scene_id.unique():
+        save_proxies(_proxies(sid, 40), tmp_path / "proxies" / f"{sid}.safetensors")
+    p = EvaluateParams(batch_size=4, max_new_tokens=4, budgets=[], baselines=["blind", "random_object"], meteor=False)
+    out = run(p, ProxiesParams(budget=700), tiny_checkpoint, tmp_path / "spacespan", tmp_path / "proxies",
+              tmp_path / "triplets", tmp_path / "reports" / "eval.md", tmp_path / "reports" / "eval", NullTracker(),
+              tmp_path / "reports" / "eval_predictions.json")
+    assert out["items"] == len(ITEMS) and set(out["variants"]) == {"semantic@700", "blind", "random_object"}
+    assert out["variants"]["semantic@700"]["tokens"] == 40.0
+    json.dumps(out, allow_nan=False)  # strict JSON: NaN became null
+    assert "| blind | 0 |" in (tmp_path / "reports" / "eval.md").read_text()
+    assert sorted(f.name for f in (tmp_path / "reports" / "eval").iterdir()) == ["per_task.png", "score_vs_tokens.png"]

@@ -1,0 +1,120 @@
+"""Metric definitions against hand-computed values from the public evaluation code."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from proxy3d.eval import metrics as M
+
+
+def test_box_iou_axis_aligned_and_corner_formats_agree():
+    a = [0.0, 0.0, 0.0, 2.0, 2.0, 2.0]
+    b = [1.0, 0.0, 0.0, 2.0, 2.0, 2.0]  # overlap 1*2*2 = 4, union 8+8-4 = 12
+    assert M.box3d_iou(a, b) == pytest.approx(4 / 12)
+    assert M.box3d_iou(M.get_3d_box(a[:3], a[3:]), M.get_3d_box(b[:3], b[3:])) == pytest.approx(4 / 12)
+    assert M.box3d_iou(a, [10, 10, 10, 1, 1, 1]) == 0.0
+    with pytest.raises(ValueError, match="shape"):
+        M.box_bounds([1, 2, 3])
+
+
+def test_scanrefer_accuracy_thresholds_are_inclusive_and_split_unique_multiple():
+    lookup = M.unique_multiple_lookup([("s", 0, "chair"), ("s", 1, "chair"), ("s", 2, "office_chair"),
+                                       ("s", 0, "chair"), ("t", 0, "chair")])
+    assert lookup == {("s", 0): 1, ("s", 1): 1, ("s", 2): 0, ("t", 0): 0}
+    r = M.scanrefer_scores([0.25, 0.5, 0.0, 0.7], [0, 1, 1, 0])
+    assert r["acc@0.25"] == 0.75 and r["acc@0.5"] == 0.5
+    assert r["unique_acc@0.25"] == 1.0 and r["unique_acc@0.5"] == 0.5
+    assert r["multiple_acc@0.25"] == 0.5 and r["multiple_acc@0.5"] == 0.5
+
+
+def test_multi3drefer_hungarian_f1_and_zero_target_rule():
+    g = [[0, 0, 0, 1, 1, 1], [3, 0, 0, 1, 1, 1]]
+    # greedy would pair the big box with gt0; Hungarian assigns each prediction to its own gt
+    preds = [[3, 0, 0, 1, 1, 1], [0, 0, 0, 1, 1, 1], [9, 9, 9, 1, 1, 1]]
+    assert M.multi3drefer_f1(preds, g) == (pytest.approx(0.8), pytest.approx(0.8))  # 2*2 / (3+2)
+    assert M.multi3drefer_f1([], g) == (0.0, 0.0)  # empty prediction
+    assert M.multi3drefer_f1([], []) == (1.0, 1.0)  # zero target, nothing predicted
+    assert M.multi3drefer_f1([g[0]], []) == (0.0, 0.0)  # zero target, something predicted
+    half = [[0.5, 0, 0, 1, 1, 1]]  # IoU 0.5/1.5 = 1/3 with gt0
+    assert M.multi3drefer_f1(half, [g[0]]) == (pytest.approx(1.0), pytest.approx(0.0))
+    r = M.multi3drefer_scores([(0.8, 0.8), (1.0, 1.0), (0.0, 0.0)], ["mt", "zt_w_d", "zt_wo_d"])
+    assert r["f1@0.25"] == pytest.approx(0.6) and r["mt_f1@0.5"] == pytest.approx(0.8)
+    assert math.isnan(r["st_wo_d_f1@0.25"])
+
+
+@pytest.mark.parametrize(("raw", "clean"), [
+    ("The left side", "left side"), ("Brown.", "brown"), ("2", "two"), ("none", "zero"),
+    ("  A  Chair2 ", "chair"), ("tv stand", "TV stand"), ("o'  clock", "o'clock"), ("backwards!", "backward"),
+])
+def test_clean_answer_follows_leo(raw, clean):
+    assert M.clean_answer(raw) == clean
+
+
+def test_em_and_refined_em():
+    assert M.answer_match("", ["brown"]) == (0, 0)  # empty prediction
+    assert M.answer_match("brown", ["brown", "black"]) == (1, 1)
+    assert M.answer_match("two chairs", ["two"]) == (0, 1)
+    assert M.answer_match("right", ["left side", "left"]) == (0, 0)
+    r = M.qa_em_scores(["Brown.", "two chairs", "right"], [["brown"], ["2"], ["the left side", "left"]])
+    assert r == {"em": pytest.approx(1 / 3), "refined_em": pytest.approx(2 / 3)}
+
+
+def test_sqa3d_question_type_and_per_type_em():
+    qs = ["What is it?", "Is it open?", "How many?", "Can I sit?", "Which way?", "Where is it?", "  is it?"]
+    assert [M.sqa3d_question_type(q) for q in qs] == ["what", "is", "how", "can", "which", "others", "is"]
+    r = M.sqa3d_scores(["table", "no", "two"], [["table"], ["yes"], ["2"]], ["What?", "Is it?", "How many?"])
+    assert r["em"] == pytest.approx(2 / 3) and r["em_is"] == 0.0 and r["em_how"] == 1.0
+    assert math.isnan(r["em_can"])
+
+
+def test_mra_thresholds_inclusive_and_gt_zero_guard():
+    assert np.allclose(M.MRA_THRESHOLDS, [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95])
+    assert M.mean_relative_accuracy(5.0, 4.0) == pytest.approx(0.6)  # rel 0.25: theta <= 0.75 pass
+    assert M.mean_relative_accuracy(6.0, 4.0) == pytest.approx(0.1)  # rel 0.5: only theta = 0.5 (inclusive)
+    assert M.mean_relative_accuracy(4.0, 4.0) == 1.0
+    assert M.mean_relative_accuracy(10.0, 4.0) == 0.0
+    assert M.mean_relative_accuracy(0.0, 0.0) == 1.0 and M.mean_relative_accuracy(1.0, 0.0) == 0.0
+
+
+def test_vsibench_item_scoring_and_task_mean():
+    assert M.fuzzy_matching("A. left") == "A" and M.fuzzy_matching("3.5 meters") == "3.5"
+    assert M.vsibench_item_score("object_rel_distance", "a.", "A") == 1.0
+    assert M.vsibench_item_score("object_rel_distance", "B", "A") == 0.0
+    assert M.vsibench_item_score("object_counting", "four", "4") == 0.0  # unparsable number = worst case
+    assert M.vsibench_item_score("object_counting", "", "4") == 0.0  # empty prediction
+    r = M.vsibench_scores(["object_counting", "object_rel_direction_easy", "object_rel_direction_hard",
+                           "route_planning", "route_planning"], [0.6, 1.0, 0.0, 1.0, 0.0])
+    assert r == {"object_counting_MRA": pytest.approx(0.6), "object_rel_direction_accuracy": 0.5,
+                 "route_planning_accuracy": 0.5, "overall": pytest.approx((0.6 + 0.5 + 0.5) / 3)}
+
+
+def test_caption_metrics_equal_pycocoevalcap():
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    from proxy3d.eval.captions import caption_scores, scan2cap_scores
+
+    gts = {"a": ["a red chair near the table", "the chair is red"], "b": ["a wooden table"],
+           "c": ["two lamps on the desk"], "d": ["a big bed in the corner"]}
+    res = {"a": "red chair", "b": "", "c": "a lamp on a desk", "d": "a big bed"}
+    corpus, items = caption_scores(gts, res, meteor=False)
+    tok = PTBTokenizer()
+    g = tok.tokenize({k: [{"caption": c} for c in v] for k, v in gts.items()})
+    r = tok.tokenize({k: [{"caption": v}] for k, v in res.items()})
+    bleu, _ = Bleu(4).compute_score(g, r)
+    cider, cider_items = Cider().compute_score(g, r)
+    rouge, _ = Rouge().compute_score(g, r)
+    assert [corpus[f"bleu{n}"] for n in range(1, 5)] == pytest.approx(bleu)
+    assert corpus["cider"] == pytest.approx(cider) and corpus["cider"] > 0.5
+    assert corpus["rouge_l"] == pytest.approx(rouge)
+    assert items["cider"] == pytest.approx(cider_items)
+    assert items["cider"][1] == 0.0  # empty caption
+    # Scan2Cap@0.5: a missed object (IoU < 0.5) is an empty caption, averaged over all GT objects
+    s2c = scan2cap_scores(gts, res, {"a": 0.9, "b": 0.9, "c": 0.4, "d": 0.5}, meteor=False)
+    assert s2c["cider@0.5"] == pytest.approx((cider_items[0] + cider_items[1] + cider_items[3]) / 4)
+    assert s2c["recall@0.5"] == 0.75

@@ -1,0 +1,72 @@
+"""`proxy3d score` on fixture files in each benchmark's submission format."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from proxy3d.eval.records import PredictionFormatError
+from proxy3d.eval.score import score_file
+
+FIX = Path(__file__).parent / "fixtures" / "predictions"
+BOXES = FIX / "objects.csv"
+
+
+def _score(bench: str, pred: str, *anns: str, **kw):
+    return score_file(bench, FIX / pred, [FIX / a for a in anns], BOXES, **kw)
+
+
+def test_scanrefer_scores_missing_and_unknown_ids_as_wrong():
+    r = _score("scanrefer", "scanrefer_pred.json", "scanrefer_gt.json")
+    # ious: exact corners 1.0, shifted table 0.6, small box in bed 0.25, missing 0, unknown 0
+    assert r["acc@0.25"] == pytest.approx(3 / 5) and r["acc@0.5"] == pytest.approx(2 / 5)
+    assert r["unique_acc@0.25"] == 1.0 and r["unique_acc@0.5"] == 0.5
+    assert r["multiple_acc@0.25"] == 0.5
+    assert (r["n_items"], r["n_unknown"], r["n_missing"]) == (4, 1, 1)
+
+
+def test_malformed_prediction_names_file_and_line():
+    with pytest.raises(PredictionFormatError, match=r"scanrefer_malformed\.json:3: missing field 'bbox'"):
+        _score("scanrefer", "scanrefer_malformed.json", "scanrefer_gt.json")
+    with pytest.raises(PredictionFormatError, match=r"vsibench_malformed\.jsonl:2: not valid JSON"):
+        _score("vsibench", "vsibench_malformed.jsonl", "vsibench_gt.jsonl")
+
+
+def test_multi3drefer_per_eval_type():
+    r = _score("multi3drefer", "multi3drefer_pred.json", "multi3drefer_gt.json")
+    assert r["mt_f1@0.5"] == pytest.approx(0.8)
+    assert r["zt_w_d_f1@0.5"] == 1.0 and r["zt_wo_d_f1@0.5"] == 0.0 and r["st_w_d_f1@0.5"] == 0.0
+    assert math.isnan(r["st_wo_d_f1@0.25"])
+    assert r["f1@0.25"] == pytest.approx(0.45)
+
+
+def test_sqa3d_em_by_question_type():
+    r = _score("sqa3d", "sqa3d_pred.json", "sqa3d_questions.json", "sqa3d_annotations.json")
+    assert r["em"] == pytest.approx(4 / 6)
+    assert (r["em_what"], r["em_is"], r["em_how"], r["em_can"], r["em_which"], r["em_others"]) == (1, 0, 1, 1, 1, 0)
+
+
+def test_vsibench_unknown_id_is_a_wrong_item():
+    r = _score("vsibench", "vsibench_pred.jsonl", "vsibench_gt.jsonl")
+    assert r["object_abs_distance_MRA"] == pytest.approx(0.6)
+    assert r["room_size_estimation_MRA"] == 1.0  # gt = 0 and pred = 0
+    assert r["object_rel_direction_accuracy"] == 0.5 and r["route_planning_accuracy"] == 1.0
+    assert r["overall"] == pytest.approx((1 + 0.6 + 1 + 1 + 0.5 + 0) / 6)
+    assert r["n_unknown"] == 1
+
+
+def test_scanqa_and_scan2cap_through_the_cli(capsys):
+    from proxy3d.eval.score_cli import main
+
+    assert main(["--benchmark", "scanqa", "--predictions", str(FIX / "scanqa_pred.json"), "--annotations",
+                 str(FIX / "scanqa_gt.json"), "--boxes", str(BOXES), "--no-meteor", "--json"]) == 0
+    out = capsys.readouterr().out
+    r = json.loads(out[out.index("{"):])
+    assert r["em"] == pytest.approx(1 / 3) and r["refined_em"] == pytest.approx(2 / 3)
+    assert r["cider"] > 0 and "bleu4" in r
+    c = _score("scan2cap", "scan2cap_pred.json", "scan2cap_gt.json", meteor=False)
+    assert c["recall@0.5"] == pytest.approx(2 / 3)  # bed predicted with IoU 0.25 < 0.5: missed
+    assert c["cider@0.5"] > 0 and c["n_items"] == 3
