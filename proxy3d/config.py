@@ -177,6 +177,7 @@ class StageParams:
     max_length: int = 96  # text tokens per sequence (visual tokens not counted); extra turns are dropped
     turns: int = 8  # questions per scene in one sequence (templated stages 1-3)
     max_objects: int = 40  # stage-1 scene-size warm-up grows from 3 to this many objects
+    vocab_share: float = 0.0  # stage 1: share of objects given a random category of the whole vocabulary
 
 
 @dataclass

@@ -1,0 +1,84 @@
+"""VSI-Bench records for one synthetic scene, from its true geometry and the camera's first sightings.
+
+Fields as in the public parquet (``nyu-visionx/VSI-Bench``): id (int64), dataset, scene_name, question_type,
+question, options (list of str or null), ground_truth (str). Multiple-choice options read "A. left" and the
+ground truth is the letter; numeric answers are plain numbers as strings. ``route_plan`` is not generated.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from typing import Any
+
+from proxy3d.scenes.annotations.geometry import box_distance, longest_side_cm, movable, scene_rng, side
+from proxy3d.scenes.spec import SynthObject, SynthScene
+
+LETTERS = "ABCD"
+
+
+def _mc(options: list[str], correct: int) -> tuple[list[str], str]:
+    return [f"{LETTERS[i]}. {o}" for i, o in enumerate(options)], LETTERS[correct]
+
+
+def vsibench(scene: SynthScene, seed: int, scene_index: int) -> list[dict[str, Any]]:
+    rng = scene_rng(seed, scene.scene_id, "vsibench")
+    objs = movable(scene)
+    counts = Counter(o.label for o in objs)
+    uniq = [o for o in objs if counts[o.label] == 1]
+    rows: list[tuple[str, str, list[str] | None, str]] = []
+    for label in sorted(label for label, n in counts.items() if n >= 2):
+        rows.append(("object_counting", f"How many {label}(s) are in this room?", None, str(counts[label])))
+    for a, b in list(itertools.combinations(uniq, 2))[:2]:
+        rows.append(("object_abs_distance",
+                     f"Measuring from the closest point of each object, what is the direct distance between the "
+                     f"{a.label} and the {b.label} (in meters)?", None, f"{box_distance(a, b):.1f}"))
+    for o in uniq[:3]:
+        rows.append(("object_size_estimation",
+                     f"What is the length of the longest dimension (length, width, or height) of the {o.label}, "
+                     "measured in centimeters?", None, str(longest_side_cm(o))))
+    x, y, _ = scene.room_size
+    rows.append(("room_size_estimation", "What is the size of this room (in square meters)? If multiple rooms are "
+                 "shown, estimate the size of the combined space.", None, f"{x * y:.1f}"))
+    if len(uniq) >= 5:
+        pick = [uniq[i] for i in rng.permutation(len(uniq))[:5]]
+        target, cands = pick[0], pick[1:]
+        dists = [round(box_distance(target, c), 6) for c in cands]
+        if dists.count(min(dists)) == 1:
+            opts, gt = _mc([c.label for c in cands], dists.index(min(dists)))
+            rows.append(("object_rel_distance",
+                         "Measuring from the closest point of each object, which of these objects ("
+                         + ", ".join(c.label for c in cands) + f") is the closest to the {target.label}?", opts, gt))
+    if len(uniq) >= 3:
+        a, b, c = (uniq[i] for i in rng.permutation(len(uniq))[:3])
+        answer = side(a.aabb[:3], b.aabb[:3], c.aabb[:3])
+        opts, gt = _mc(["left", "right"], 0 if answer == "left" else 1)
+        rows.append(("object_rel_direction_easy", f"If I am standing by the {a.label} and facing the {b.label}, "
+                     f"is the {c.label} to my left or the right?", opts, gt))
+    rows.extend(_appearance(uniq, scene, rng))
+    return [
+        {"id": scene_index * 1000 + i, "dataset": "scannet", "scene_name": scene.scene_id, "question_type": qt,
+         "question": q, "options": opts, "ground_truth": gt}
+        for i, (qt, q, opts, gt) in enumerate(rows)
+    ]
+
+
+def _appearance(uniq: list[SynthObject], scene: SynthScene, rng: Any) -> list[tuple[str, str, list[str], str]]:
+    seen = [o for o in uniq if o.object_id in scene.first_seen]
+    by_frame: dict[int, SynthObject] = {}
+    for o in sorted(seen, key=lambda o: o.object_id):
+        by_frame.setdefault(scene.first_seen[o.object_id], o)
+    if len(by_frame) < 4:
+        return []
+    frames = sorted(by_frame)
+    chosen = sorted(rng.choice(len(frames), 4, replace=False).tolist())
+    order = [by_frame[frames[i]].label for i in chosen]
+    asked = [order[i] for i in rng.permutation(4)]
+    wrong = [list(p) for p in itertools.permutations(order) if list(p) != order]
+    picks = [wrong[i] for i in rng.choice(len(wrong), 3, replace=False)]
+    correct = int(rng.integers(4))
+    picks.insert(correct, order)
+    opts, gt = _mc([", ".join(p) for p in picks], correct)
+    q = ("What will be the first-time appearance order of the following categories in the video: "
+         + ", ".join(asked) + "?")
+    return [("obj_appearance_order", q, opts, gt)]
