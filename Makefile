@@ -42,3 +42,9 @@ lint: install  ## ruff
 
 clean:  ## remove pipeline outputs (keeps data/ and .venv)
 	rm -rf artifacts metrics reports mlruns.db mlartifacts
+
+services: install  ## start Prefect server+UI, a worker (pool proxy3d) and MLflow on 127.0.0.1; deploy prefect.yaml
+	@bash scripts/services.sh start
+
+services-stop:  ## stop exactly the processes `make services` started (pids in .services/)
+	@bash scripts/services.sh stop

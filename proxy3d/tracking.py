@@ -6,6 +6,11 @@ parent run collects one child per stage even across processes).
 
 Default store: ``sqlite:///<repo>/mlruns.db`` with artifacts in ``<repo>/mlartifacts``; a server via
 ``MLFLOW_TRACKING_URI``. ``PROXY3D_TRACKING=0`` turns tracking off.
+
+Orchestration helpers (used by ``flows/``, which must not import mlflow): :func:`pipeline_run` opens the
+parent run of one pipeline execution and exports its id to child processes; :func:`record_skipped`
+records an up-to-date stage; :func:`tag_stage_run` adds tags (DVC stage hash) to a stage's child run;
+:func:`recent_runs` / :func:`child_runs` read runs back as plain dicts for ``proxy3d runs``.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -148,6 +153,16 @@ def git_commit() -> str:
         return "unknown"
 
 
+def git_dirty() -> str:
+    """"true" when tracked files differ from HEAD (the run is not reproducible from the commit alone)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                             text=True, check=True, cwd=repo_root()).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return "true" if out.strip() else "false"
+
+
 @contextmanager
 def start_run(stage: str, params: Mapping[str, Any] | None = None, experiment: str = "proxy3d",
               tags: Mapping[str, str] | None = None, enabled_: bool | None = None) -> Iterator[Tracker]:
@@ -160,7 +175,8 @@ def start_run(stage: str, params: Mapping[str, Any] | None = None, experiment: s
         yield NullTracker()
         return
     client, exp_id = _client_and_experiment(experiment)
-    run_tags = {"mlflow.runName": stage, "proxy3d.stage": stage, "git_commit": git_commit()}
+    run_tags = {"mlflow.runName": stage, "proxy3d.stage": stage, "git_commit": git_commit(),
+                "git_dirty": git_dirty()}
     parent = os.environ.get(PARENT_ENV)
     if parent:
         run_tags["mlflow.parentRunId"] = parent
@@ -180,3 +196,117 @@ def start_run(stage: str, params: Mapping[str, Any] | None = None, experiment: s
             if (root / name).exists():
                 tracker.log_artifact(root / name, "pipeline")
         client.set_terminated(run.info.run_id, status="FINISHED")
+
+
+@contextmanager
+def pipeline_run(name: str = "pipeline", params: Mapping[str, Any] | None = None,
+                 experiment: str = "proxy3d", tags: Mapping[str, str] | None = None,
+                 enabled_: bool | None = None) -> Iterator[Tracker]:
+    """Open the parent run of one pipeline execution; inside the block ``MLFLOW_PARENT_RUN_ID`` is set.
+
+    Stage processes started inside the block (``dvc repro`` → ``proxy3d <stage>``) inherit the variable
+    and open their runs as children. The previous value is restored on exit. The parent ends FAILED when
+    the block raises.
+    """
+    run_tags = {"proxy3d.kind": "pipeline", **(tags or {})}
+    with start_run(name, params, experiment=experiment, tags=run_tags, enabled_=enabled_) as tracker:
+        previous = os.environ.get(PARENT_ENV)
+        if tracker.run_id:
+            os.environ[PARENT_ENV] = tracker.run_id
+        try:
+            yield tracker
+        finally:
+            if previous is None:
+                os.environ.pop(PARENT_ENV, None)
+            else:
+                os.environ[PARENT_ENV] = previous
+
+
+def record_skipped(stage: str, metrics: Mapping[str, float] | None = None,
+                   tags: Mapping[str, str] | None = None, experiment: str = "proxy3d") -> str | None:
+    """Record an up-to-date stage (DVC skipped it) as a FINISHED child run tagged ``proxy3d.skipped=true``.
+
+    ``metrics`` are the stage's current (unchanged) metrics, so every parent run shows the full pipeline.
+    Returns the run id, or None when tracking is off.
+    """
+    if not enabled():
+        return None
+    with start_run(stage, None, experiment=experiment,
+                   tags={"proxy3d.skipped": "true", **(tags or {})}) as tracker:
+        if metrics:
+            tracker.log_metrics(metrics)
+    return tracker.run_id
+
+
+def tag_stage_run(stage: str, tags: Mapping[str, str], parent_run_id: str | None = None,
+                  experiment: str = "proxy3d") -> str | None:
+    """Set ``tags`` on the newest run of ``stage`` under ``parent_run_id`` (default: the current parent).
+
+    Used after ``dvc repro`` wrote dvc.lock, which the stage process could not know while it ran.
+    Returns the tagged run id, or None when there is no such run (tracking off, or the stage did not log).
+    """
+    parent = parent_run_id or os.environ.get(PARENT_ENV)
+    if not enabled() or not parent:
+        return None
+    client, exp_id = _client_and_experiment(experiment)
+    runs = client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{parent}' and tags.`proxy3d.stage` = '{stage}'",
+                              order_by=["attribute.start_time DESC"], max_results=1)
+    if not runs:
+        log.warning("no MLflow run of stage %r under parent %s; tags %s not recorded", stage, parent, dict(tags))
+        return None
+    MlflowTracker(client, runs[0].info.run_id).set_tags(tags)
+    return runs[0].info.run_id
+
+
+def _summary(run: Any) -> dict[str, Any]:
+    return {"run_id": run.info.run_id, "name": run.info.run_name, "status": run.info.status,
+            "start_time": run.info.start_time, "end_time": run.info.end_time,
+            "params": dict(run.data.params), "metrics": dict(run.data.metrics), "tags": dict(run.data.tags)}
+
+
+def recent_runs(n: int = 10, experiment: str = "proxy3d", pipelines_only: bool = False) -> list[dict[str, Any]]:
+    """The newest ``n`` top-level runs (newest first) as plain dicts: run_id, name, status, params, metrics, tags."""
+    client, exp_id = _client_and_experiment(experiment)
+    flt = "tags.`proxy3d.kind` = 'pipeline'" if pipelines_only else ""
+    runs = client.search_runs([exp_id], flt, order_by=["attribute.start_time DESC"], max_results=max(n * 20, 100))
+    top = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    return [_summary(r) for r in top[:n]]
+
+
+def get_run(run_id: str) -> dict[str, Any]:
+    """One run as a plain dict (see :func:`recent_runs`)."""
+    client, _ = _client_and_experiment("proxy3d")
+    return _summary(client.get_run(run_id))
+
+
+def child_runs(parent_run_id: str, experiment: str = "proxy3d") -> list[dict[str, Any]]:
+    """Child runs of a parent, oldest first (pipeline order)."""
+    client, exp_id = _client_and_experiment(experiment)
+    runs = client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                              order_by=["attribute.start_time ASC"], max_results=1000)
+    return [_summary(r) for r in runs]
+
+
+def close_orphaned_runs(is_dead: Callable[[str], bool], experiment: str = "proxy3d") -> list[str]:
+    """Mark RUNNING pipeline runs whose flow run died (``is_dead(flow_run_id)``) KILLED, children included.
+
+    A killed worker cannot end its MLflow runs; the next pipeline execution calls this so the MLflow UI
+    does not show them running forever. Returns the run ids closed.
+    """
+    if not enabled():
+        return []
+    client, exp_id = _client_and_experiment(experiment)
+    closed: list[str] = []
+    parents = client.search_runs([exp_id], "attributes.status = 'RUNNING' and tags.`proxy3d.kind` = 'pipeline'",
+                                 max_results=200)
+    for run in parents:
+        flow_run_id = run.data.tags.get("prefect.flow_run_id")
+        if not flow_run_id or not is_dead(flow_run_id):
+            continue
+        children = client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{run.info.run_id}' and "
+                                      "attributes.status = 'RUNNING'", max_results=1000)
+        for r in [*children, run]:
+            client.set_tag(r.info.run_id, "proxy3d.orphaned", f"flow run {flow_run_id} ended without closing it")
+            client.set_terminated(r.info.run_id, status="KILLED")
+            closed.append(r.info.run_id)
+    return closed

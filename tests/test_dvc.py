@@ -1,0 +1,144 @@
+"""dvc.yaml contracts (static) and DVC behaviour on a throwaway project: no-op repro is fast and reruns
+nothing, a param change reruns only what reads it, `dvc exp run -S` works and `dvc exp show` has metrics."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows import demo_project
+from proxy3d import cli
+from proxy3d.config import Params
+
+ROOT = Path(__file__).resolve().parents[1]
+DVC = str(Path(sys.executable).parent / "dvc")
+ORDER = ["spacespan", "symbols", "triplets", "proxies", "train_stage1", "train_stage2", "train_stage3",
+         "train_stage4", "evaluate"]
+
+
+@pytest.fixture(scope="module")
+def stages() -> dict:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def _paths(items: list) -> list[str]:
+    return [next(iter(i)) if isinstance(i, dict) else i for i in items or []]
+
+
+def test_pipeline_has_every_stage_in_order(stages: dict) -> None:
+    assert list(stages) == ORDER
+
+
+def test_commands_are_proxy3d_subcommands(stages: dict) -> None:
+    for name, spec in stages.items():
+        argv = spec["cmd"].split()
+        assert argv[0] == "proxy3d" and argv[1] in cli.COMMANDS, spec["cmd"]
+        if name.startswith("train_stage"):
+            assert argv[1:4] == ["train", "--stage", name[-1]]
+        else:
+            assert argv[1] == name
+
+
+def test_params_sections_exist_in_schema_and_params_yaml(stages: dict) -> None:
+    params_yaml = yaml.safe_load((ROOT / "params.yaml").read_text())
+    schema = set(Params.__dataclass_fields__)
+    for name, spec in stages.items():
+        sections = [p.split(".")[0] for p in spec.get("params", [])]
+        assert sections, f"{name} lists no params"
+        for s in sections:
+            assert s in schema and s in params_yaml, f"{name}: params section {s!r} unknown"
+    assert "proxies" in stages["proxies"]["params"] and "train_stage4" in stages["train_stage4"]["params"]
+
+
+def test_artifact_deps_are_outputs_of_earlier_stages(stages: dict) -> None:
+    produced: set[str] = set()
+    for name, spec in stages.items():
+        for dep in spec["deps"]:
+            if dep.startswith("artifacts/"):
+                assert dep in produced, f"{name} depends on {dep}, which no earlier stage writes"
+        produced |= set(_paths(spec.get("outs")))
+    assert "artifacts/checkpoints/stage3" in stages["train_stage4"]["deps"]
+    assert "artifacts/proxies" in stages["train_stage4"]["deps"]
+
+
+def test_metrics_are_uncached_json_under_metrics(stages: dict) -> None:
+    for name, spec in stages.items():
+        metrics = spec["metrics"]
+        assert len(metrics) == 1
+        (path, opts), = metrics[0].items()
+        assert path == f"metrics/{'eval' if name == 'evaluate' else name}.json" and opts == {"cache": False}
+
+
+def test_no_stage_writes_into_data(stages: dict) -> None:
+    for spec in stages.values():
+        for out in _paths(spec.get("outs")) + _paths(spec.get("metrics")) + _paths(spec.get("plots")):
+            assert not out.startswith("data"), out
+
+
+def test_bytecode_is_dvcignored() -> None:
+    assert "__pycache__/" in (ROOT / ".dvcignore").read_text()
+
+
+# --- behaviour on a throwaway DVC project --------------------------------------------------------------
+
+def dvc(project: Path, *args: str) -> str:
+    out = subprocess.run([DVC, *args], cwd=project, capture_output=True, text=True, timeout=120,
+                         env={**_env(), "PROXY3D_TRACKING": "0"})
+    assert out.returncode == 0, f"dvc {' '.join(args)}:\n{out.stdout}\n{out.stderr}"
+    return out.stdout + out.stderr
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    project = demo_project.create(tmp_path_factory.mktemp("toy") / "proj")
+    dvc(project, "repro")
+    return project
+
+
+def test_noop_repro_is_fast_and_runs_nothing(toy: Path) -> None:
+    t0 = time.perf_counter()
+    out = dvc(toy, "repro")
+    elapsed = time.perf_counter() - t0
+    assert "didn't change, skipping" in out and "Running stage" not in out
+    assert elapsed < 5.0, f"no-op repro took {elapsed:.1f}s"
+
+
+def test_param_change_reruns_only_downstream(toy: Path) -> None:
+    params = toy / "params.yaml"
+    original = params.read_text()
+    try:
+        params.write_text(original.replace("budget: 700", "budget: 500"))
+        out = dvc(toy, "repro")
+        assert "Running stage 'prepare'" not in out
+        assert "Running stage 'proxies'" in out and "Running stage 'evaluate'" in out
+        assert json.loads((toy / "metrics/proxies.json").read_text())["tokens_per_scene"] == 500
+    finally:
+        params.write_text(original)
+        dvc(toy, "repro")
+
+
+def test_exp_run_set_param_and_exp_show_metrics(toy: Path) -> None:
+    out = dvc(toy, "exp", "run", "-S", "proxies.budget=450")
+    assert "Running stage 'proxies'" in out
+    rows = json.loads(dvc(toy, "exp", "show", "--json"))
+    found = []
+    for commit in rows:
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs", []):
+                data = rev.get("data") or {}
+                budget = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("proxies", {}).get("budget")
+                metric = data.get("metrics", {}).get("metrics/proxies.json", {}).get("data", {})
+                found.append((budget, metric.get("tokens_per_scene")))
+    assert (450, 450) in found, found

@@ -1,0 +1,115 @@
+"""Prefect flows on a throwaway DVC project with a real (ephemeral) Prefect API and a real MLflow store:
+one parent run per flow run, a child per stage, skipped stages recorded, DVC stage hashes as tags,
+params passed through to params.yaml, a failing stage fails the flow and the MLflow runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows import demo_project, dvc
+from flows import pipeline as flows_pipeline
+from proxy3d import tracking
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_prefect_yaml_deploys_every_flow_to_the_process_pool() -> None:
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    deployments = {d["name"]: d for d in spec["deployments"]}
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert {"pipeline", "evaluate-only"} | {f"stage-{s}" for s in stages} == set(deployments)
+    for d in deployments.values():
+        assert d["work_pool"]["name"] == "proxy3d" and d["concurrency_limit"] == 1
+        path, func = d["entrypoint"].split(":")
+        assert (ROOT / path).exists() and hasattr(getattr(flows_pipeline, func), "deploy"), d["entrypoint"]
+        if d["name"].startswith("stage-"):
+            assert d["parameters"] == {"stage": d["name"][len("stage-"):]}
+    pull = spec["pull"][0]["prefect.deployments.steps.set_working_directory"]
+    assert pull["directory"] == "{{ $PROXY3D_ROOT }}"
+
+
+def test_overrides_are_validated_and_keep_comments(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("# top comment\nproxies:\n  budget: 700  # tokens\n  method: semantic\n")
+    assert dvc.apply_overrides(tmp_path, ["proxies.budget=450", "proxies.method=fps"]) == [
+        "proxies.budget=450", "proxies.method=fps"]
+    text = (tmp_path / "params.yaml").read_text()
+    assert "# top comment" in text and "# tokens" in text
+    assert yaml.safe_load(text)["proxies"] == {"budget": 450, "method": "fps"}
+    with pytest.raises(ValueError, match="'budgte' is not a key of proxies"):
+        dvc.apply_overrides(tmp_path, ["proxies.budgte=1"])
+    with pytest.raises(ValueError, match="expected section.key=value"):
+        dvc.apply_overrides(tmp_path, ["proxies.budget"])
+
+
+def test_dvc_errors_are_classified(tmp_path: Path) -> None:
+    project = demo_project.create(tmp_path / "p")
+    with pytest.raises(dvc.StageError) as err:
+        dvc.run_dvc(["repro", "--single-item", "nope"], project)
+    assert not isinstance(err.value, dvc.TransientStageError) and "nope" in str(err.value)
+    with pytest.raises(ValueError, match="choose from: prepare, proxies, evaluate"):
+        dvc.check_stage(project, "nope")
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory):
+    from prefect.testing.utilities import prefect_test_harness
+
+    root = tmp_path_factory.mktemp("flows")
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlruns.db'}", "PROXY3D_TRACKING": "1",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    with prefect_test_harness(server_startup_timeout=120):
+        yield root
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _children(parent_id: str) -> dict[str, dict]:
+    return {c["name"]: c for c in tracking.child_runs(parent_id)}
+
+
+@pytest.mark.slow
+def test_pipeline_flow_nests_stage_runs_and_records_skips(harness: Path) -> None:
+    project = demo_project.create(harness / "toy")
+    first = flows_pipeline.pipeline(project_dir=str(project))
+    assert [r["skipped"] for r in first] == [False, False, False]
+    second = flows_pipeline.pipeline(budget=450, project_dir=str(project))
+    assert [(r["stage"], r["skipped"]) for r in second] == [("prepare", True), ("proxies", False), ("evaluate", False)]
+    assert yaml.safe_load((project / "params.yaml").read_text())["proxies"]["budget"] == 450
+
+    new, old = tracking.recent_runs(2, pipelines_only=True)
+    assert new["params"]["proxies.budget"] == "450" and old["params"]["proxies.budget"] == "700"
+    assert new["metrics"]["proxies/tokens_per_scene"] == 450.0
+    assert new["tags"]["proxy3d.skipped_stages"] == "prepare" and new["tags"]["prefect.flow_run_id"]
+    kids = _children(new["run_id"])
+    assert set(kids) == {"prepare", "proxies", "evaluate"}
+    assert kids["prepare"]["tags"]["proxy3d.skipped"] == "true" and kids["prepare"]["metrics"] == {"items": 3.0}
+    assert kids["proxies"]["tags"]["proxy3d.skipped"] == "false"
+    for stage, run in kids.items():
+        assert run["status"] == "FINISHED"
+        assert run["tags"]["dvc.stage_hash"] == dvc.stage_hash(dvc.lock_entry(project, stage))
+    assert _children(old["run_id"])["prepare"]["tags"]["proxy3d.skipped"] == "false"
+
+
+@pytest.mark.slow
+def test_failing_stage_fails_flow_and_mlflow_runs(harness: Path) -> None:
+    project = demo_project.create(harness / "failing")
+    (project / "FAIL_proxies").write_text("")
+    with pytest.raises(dvc.StageError, match="failed on purpose"):
+        flows_pipeline.pipeline(project_dir=str(project))
+    (parent,) = tracking.recent_runs(1, pipelines_only=True)
+    assert parent["status"] == "FAILED"
+    kids = _children(parent["run_id"])
+    assert kids["prepare"]["status"] == "FINISHED" and kids["proxies"]["status"] == "FAILED"
+    assert "evaluate" not in kids
+    (project / "FAIL_proxies").unlink()
+    rerun = flows_pipeline.stage("proxies", project_dir=str(project))
+    assert rerun[0]["skipped"] is False
