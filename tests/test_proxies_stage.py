@@ -101,3 +101,17 @@ def test_noise_model_boundary_bleeding_only_touches_patches_near_other_objects()
     for i in changed[:50]:  # the new label belongs to a patch within the radius
         near = tree.query_ball_point(t.points[i], p.boundary_radius + 1e-6)
         assert noisy[i] in set(t.labels[near].tolist()) - {t.labels[i]}
+
+
+def test_objects_no_frame_shows_stay_in_the_grounding_denominator() -> None:
+    """An annotated object with no labelled patch scores IoU 0 (Acc counts it); `visible` reports it apart."""
+    t = make_triplets(3000, 4, seed=3, scene_id="s3")
+    objs = list(t.meta["objects"])
+    shown = len({int(o["object_id"]) for o in objs} & set(np.unique(t.labels[t.labels >= 0]).tolist()))
+    t.meta = {**t.meta, "objects": [*objs, {"object_id": 99, "label": "cup", "category": 0,
+                                            "aabb": [50.0, 50.0, 50.0, 0.1, 0.1, 0.1]}]}
+    p = ProxiesParams(eval_budgets=[300], eval_methods=["semantic"])
+    row = evaluate_grid([t], p)["clean"]["semantic"]["300"]
+    assert row["objects"] == len(objs) + 1
+    assert row["visible"] == pytest.approx(100 * shown / (len(objs) + 1))
+    assert row["acc50"] == pytest.approx(row["acc50_visible"] * shown / (len(objs) + 1))

@@ -5,13 +5,19 @@ For one scene and one tokenizer (method, budget), on the valid patches with fini
 * **tokens**: K', proxies produced.
 * **purity**: share of member patches whose ground-truth label equals their proxy's majority
   ground-truth label (unassigned patches excluded).
-* **coverage**: share of visible target objects (>= 1 patch with their label) that own >= 1 proxy,
-  i.e. a proxy whose majority label, among the labels the tokenizer saw, is that object.
-* **oracle grounding** Acc@0.25 / Acc@0.5: for each visible object (room structure — ``wall``, ``floor``,
-  ``ceiling`` by default, ``eval_exclude_labels`` — is not a target, as in ScanRefer), the box of all member points of the
-  proxies it owns, axis-aligned IoU against its ground-truth box (``meta["objects"][i]["aabb"]``; when
-  the triplets carry no objects, the box of its ground-truth-labelled patches). An object owning no
-  proxy scores IoU 0.
+* **targets**: the ground-truth objects of the scene (``meta["objects"]``) except room structure
+  (``wall``, ``floor``, ``ceiling`` by default, ``eval_exclude_labels``), as in ScanRefer; when the
+  triplets carry no objects, the labels present in the patches. **visible**: share of targets with
+  >= 1 valid patch carrying their ground-truth label (a property of the frames and the patch grid,
+  the same for every tokenizer).
+* **coverage**: share of visible targets that own >= 1 proxy, i.e. a proxy whose majority label,
+  among the labels the tokenizer saw, is that object.
+* **oracle grounding** Acc@0.25 / Acc@0.5 (and mean IoU): for each target, the box of all member points
+  of the proxies it owns, axis-aligned IoU against its ground-truth box (``meta["objects"][i]["aabb"]``;
+  when the triplets carry no objects, the box of its ground-truth-labelled patches). A target owning no
+  proxy — including one no frame shows — scores IoU 0: every target stays in the denominator, as a
+  grounding benchmark asks about every annotated object. ``acc25_visible``/``acc50_visible`` divide the
+  same hits by the visible targets only (what the tokenizer alone is responsible for).
 
 ``noisy=True`` feeds the tokenizer labels corrupted by :mod:`proxy3d.tokenizer.noise` (every method
 sees the same noisy labels; only ``semantic`` uses them for grouping) while purity and the boxes stay
@@ -68,10 +74,12 @@ def scene_counts(t: Triplets, tok: ProxyTokenizer, noise: Any | None = None,
     _, pure = pooling.majority_label(assign, K, gt)
     lo, hi = pooling.member_boxes(assign, K, pts)
     skip = {int(o["object_id"]) for o in t.meta.get("objects") or [] if o.get("label") in set(exclude_labels)}
-    visible = [o for o in np.unique(gt[gt >= 0]).tolist() if o in boxes and o not in skip]
+    targets = [o for o in sorted(boxes) if o not in skip]
+    present = set(np.unique(gt[gt >= 0]).tolist())
+    visible = [o for o in targets if o in present]
     hits25 = hits50 = covered = 0
     iou_sum = 0.0
-    for o in visible:
+    for o in visible:  # an invisible target owns no proxy: IoU 0
         mine = owner == o
         if not mine.any():
             continue
@@ -82,7 +90,7 @@ def scene_counts(t: Triplets, tok: ProxyTokenizer, noise: Any | None = None,
         hits25 += iou >= 0.25
         hits50 += iou >= 0.5
     return {"scenes": 1, "tokens": K, "members": int((assign >= 0).sum()), "pure": int(pure.sum()),
-            "objects": len(visible), "covered": covered, "hits25": int(hits25), "hits50": int(hits50),
+            "objects": len(targets), "visible": len(visible), "covered": covered, "hits25": int(hits25), "hits50": int(hits50),
             "iou_sum": iou_sum}
 
 
@@ -91,11 +99,12 @@ def summarize(counts: list[dict[str, float]]) -> dict[str, float]:
     s = {k: float(sum(c[k] for c in counts)) for k in counts[0]} if counts else {}
     if not s:
         return {}
-    objs = max(s["objects"], 1.0)
+    objs, vis = max(s["objects"], 1.0), max(s["visible"], 1.0)
     return {"tokens_per_scene": s["tokens"] / s["scenes"], "purity": 100 * s["pure"] / max(s["members"], 1.0),
-            "coverage": 100 * s["covered"] / objs, "acc25": 100 * s["hits25"] / objs,
-            "acc50": 100 * s["hits50"] / objs, "mean_iou": s["iou_sum"] / objs, "objects": s["objects"],
-            "scenes": s["scenes"]}
+            "visible": 100 * s["visible"] / objs, "coverage": 100 * s["covered"] / vis,
+            "acc25": 100 * s["hits25"] / objs, "acc50": 100 * s["hits50"] / objs, "mean_iou": s["iou_sum"] / objs,
+            "acc25_visible": 100 * s["hits25"] / vis, "acc50_visible": 100 * s["hits50"] / vis,
+            "objects": s["objects"], "scenes": s["scenes"]}
 
 
 def evaluate_grid(scenes: list[Triplets], p: Any) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
