@@ -83,6 +83,9 @@ class ProxiesParams:
     background_voxel: float = 0.5  # metres: unlabelled patches are grouped by this voxel
     outlier_radius: float = 0.25  # metres: mask pieces farther than this from the rest of their mask ...
     outlier_min_share: float = 0.1  # ... and smaller than this share of its largest piece become unlabelled
+    label_vote_voxel: float = 0.05  # metres: multi-view label vote per voxel before grouping (0 disables)
+    label_vote_keep: float = 0.34  # a patch whose label holds < this share of its voxel ...
+    label_vote_take: float = 0.66  # ... takes the label holding >= this share (semantic only)
     kmeans_iters: int = 6  # Lloyd iterations: batched k-means inertia is within ~4% of 20 iterations (faiss at 20: ~4.5%)
     kmeans_backend: str = "batched"  # batched (all groups at once, numpy) | faiss (per group; GPU if faiss-gpu)
     knn: int = 6  # neighbours in the BFS graph (and candidate centroids per point in batched k-means)

@@ -62,7 +62,8 @@ def test_semantic_beats_global_kmeans_on_oracle_grounding() -> None:
     for cond, margin in (("clean", 50), ("noisy", 20)):
         sem, glob = g[cond]["semantic"]["700"], g[cond]["global_kmeans"]["700"]
         assert sem["acc50"] - glob["acc50"] >= margin, (cond, sem, glob)
-    assert g["clean"]["semantic"]["700"]["purity"] == 100.0
+    # clean labels: only the voxel vote makes a proxy impure (patches whose noisy point crossed a face)
+    assert g["clean"]["semantic"]["700"]["purity"] >= 99.9
 
 
 def test_noise_model_relabels_boundaries_merges_small_objects_and_drops() -> None:

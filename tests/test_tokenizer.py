@@ -59,8 +59,17 @@ def test_semantic_uses_exact_budget_and_majority_labels(scene: Triplets) -> None
 
 def test_touching_objects_never_share_a_proxy_under_semantic() -> None:
     t = touching_pair()
-    p = ProxyTokenizer(40, method="semantic").tokenize(t)
+    p = ProxyTokenizer(40, method="semantic", label_vote_voxel=0.0).tokenize(t)
     assert all(len(s) == 1 for s in labels_per_proxy(t, p.members))
+    # with the voxel vote (default) the groups are pure in the voted labels; the vote only moves patches
+    # whose (1 cm noisy) point lies within one 5 cm voxel of the shared face x = 1
+    tok = ProxyTokenizer(40, method="semantic")
+    v = t.valid.astype(bool)
+    a, _, info = tok.assign(t.points[v].astype(np.float64), t.labels[v])
+    moved = info["labels"] != t.labels[v]
+    assert 0 < moved.sum() < 0.05 * v.sum()
+    assert (np.abs(t.points[v][moved, 0] - 1.0) < 0.05).all()
+    assert all(np.unique(info["labels"][a == k]).size == 1 for k in range(int(a.max()) + 1))
 
 
 def test_touching_objects_do_share_a_proxy_under_global_kmeans() -> None:

@@ -11,7 +11,8 @@ For one scene and one tokenizer (method, budget), on the valid patches with fini
   >= 1 valid patch carrying their ground-truth label (a property of the frames and the patch grid,
   the same for every tokenizer).
 * **coverage**: share of visible targets that own >= 1 proxy, i.e. a proxy whose majority label,
-  among the labels the tokenizer saw, is that object.
+  among the labels the tokenizer reports (``info["labels"]``: ``semantic``'s after its voxel vote and
+  outlier detachment, the baselines' as given), is that object.
 * **oracle grounding** Acc@0.25 / Acc@0.5 (and mean IoU): for each target, the box of all member points
   of the proxies it owns, axis-aligned IoU against its ground-truth box (``meta["objects"][i]["aabb"]``;
   when the triplets carry no objects, the box of its ground-truth-labelled patches). A target owning no
