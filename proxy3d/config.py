@@ -213,10 +213,10 @@ class Params:
     symbols: SymbolsParams = field(default_factory=SymbolsParams)
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
-    train_stage1: StageParams = field(default_factory=lambda: StageParams(steps=300, lr=2e-3))
-    train_stage2: StageParams = field(default_factory=lambda: StageParams(steps=200, lr=1e-3))
+    train_stage1: StageParams = field(default_factory=lambda: StageParams(steps=1500, lr=2e-3))
+    train_stage2: StageParams = field(default_factory=lambda: StageParams(steps=300, lr=1e-3))
     train_stage3: StageParams = field(default_factory=lambda: StageParams(steps=150, lr=1e-3))
-    train_stage4: StageParams = field(default_factory=lambda: StageParams(steps=300, lr=1e-3))
+    train_stage4: StageParams = field(default_factory=lambda: StageParams(steps=150, lr=1e-3, batch_size=4))
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)
 

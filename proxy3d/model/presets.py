@@ -1,0 +1,83 @@
+"""Qwen2.5-VL size presets (``model.preset``): ``tiny`` (CPU default), ``small``, ``7b``.
+
+``tiny``/``small`` are random-init configs sized for CPU; ``7b`` mirrors Qwen2.5-VL-7B-Instruct's
+config so it can be instantiated on the ``meta`` device (shape checks, parameter count) and is loaded
+with real weights from a local checkpoint (``model.checkpoint``) with ``local_files_only=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# text_config / vision_config per preset; mrope_section must sum to head_dim / 2
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "tiny": {
+        "text": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+                     num_key_value_heads=4, max_position_embeddings=4096,
+                     rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [8, 12, 12]}),
+        "vision": dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, fullatt_block_indexes=[0]),
+    },
+    "small": {
+        "text": dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=8, num_attention_heads=8,
+                     num_key_value_heads=2, max_position_embeddings=8192,
+                     rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [8, 12, 12]}),
+        "vision": dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, fullatt_block_indexes=[1]),
+    },
+    "7b": {  # Qwen2.5-VL-7B-Instruct
+        "text": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                     num_key_value_heads=4, max_position_embeddings=128000, rms_norm_eps=1e-6,
+                     rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}),
+        "vision": dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
+                       fullatt_block_indexes=[7, 15, 23, 31], window_size=112),
+    },
+}
+QWEN_VOCAB_7B = 152064
+
+
+def preset_config(preset: str, vocab_size: int, proxy_token_id: int, eos_token_id: int | None = None,
+                  pad_token_id: int | None = None) -> Any:
+    """A ``Qwen2_5_VLConfig`` for ``preset`` whose image placeholder is the proxy token."""
+    from transformers import Qwen2_5_VLConfig
+
+    if preset not in PRESETS:
+        raise ValueError(f"model.preset={preset!r} is not one of {sorted(PRESETS)}; fix params.yaml model.preset")
+    spec = PRESETS[preset]
+    text = dict(spec["text"], vocab_size=vocab_size, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+                bos_token_id=None, attention_dropout=0.0)
+    vision = dict(spec["vision"], out_hidden_size=spec["text"]["hidden_size"])
+    return Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=proxy_token_id,
+                            tie_word_embeddings=False)
+
+
+def build_vlm(preset: str, vocab_size: int, proxy_token_id: int, eos_token_id: int | None = None,
+              pad_token_id: int | None = None, checkpoint: str = "", dtype: Any = None) -> Any:
+    """``Qwen2_5_VLForConditionalGeneration``: random init from the preset, or a local checkpoint.
+
+    With ``checkpoint`` the weights come from that folder only (no download); the token embeddings are
+    resized to ``vocab_size`` (tokenizer + ``<OBJ###>`` + proxy tokens) and the image token id set to the
+    proxy placeholder.
+    """
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    if checkpoint:
+        path = Path(checkpoint)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"model.checkpoint={checkpoint!r} has no config.json; point it at a local "
+                                    "Qwen2.5-VL checkpoint folder (nothing is downloaded)")
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(path), local_files_only=True,
+                                                                    dtype=dtype or torch.float32)
+        if model.get_input_embeddings().weight.shape[0] < vocab_size:
+            model.resize_token_embeddings(vocab_size)
+        model.config.image_token_id = proxy_token_id
+        log.info("loaded Qwen2.5-VL from %s", path)
+        return model
+    cfg = preset_config(preset, vocab_size, proxy_token_id, eos_token_id, pad_token_id)
+    model = Qwen2_5_VLForConditionalGeneration(cfg)
+    if dtype is not None:
+        model = model.to(dtype)
+    return model

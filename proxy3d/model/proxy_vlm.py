@@ -1,0 +1,148 @@
+"""Proxy3D VLM: Qwen2.5-VL plus projector, hybrid 3D PE and reference embeddings.
+
+Visual token rows: z = projector(features) (0 for simplified scenes) + id_embed[instance] +
+sem_embed[category], then z' = R(height)·z + F(x, y); the rows replace the proxy placeholder tokens of
+``input_ids`` through ``inputs_embeds`` (as transformers does for image tokens). ``<OBJm>`` text tokens
+take the shared identifier embedding. Loss: next-token NLL on answer tokens (+eos) only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from proxy3d.model.inputs import IGNORE, SceneInput
+from proxy3d.model.pe import HybridPE3D
+from proxy3d.model.reference import ReferenceEmbedding
+
+log = logging.getLogger(__name__)
+
+
+class Proxy3DModel(nn.Module):
+    """vlm: ``Qwen2_5_VLForConditionalGeneration``; obj_token_ids: the 100 ``<OBJ###>`` token ids;
+    feature_dim: proxy feature width C (0 = no projector yet, see :meth:`ensure_projector`)."""
+
+    def __init__(self, vlm: nn.Module, proxy_token_id: int, obj_token_ids: Sequence[int], feature_dim: int = 0,
+                 pe_fourier_features: int = 16, pe_height_scale: float = 1.0, num_categories: int = 213) -> None:
+        super().__init__()
+        self.vlm = vlm
+        self.proxy_token_id = int(proxy_token_id)
+        emb = vlm.get_input_embeddings()
+        dim, vocab = emb.weight.shape[1], emb.weight.shape[0]
+        self.dim = dim
+        self.refs = ReferenceEmbedding(dim, len(obj_token_ids), num_categories)
+        self.pe = HybridPE3D(dim, pe_fourier_features, pe_height_scale)
+        self.projector: nn.Module | None = None
+        self.feature_dim = 0
+        self.ensure_projector(feature_dim)
+        lookup = torch.full((vocab,), -1, dtype=torch.long)
+        lookup[torch.tensor(list(obj_token_ids), dtype=torch.long)] = torch.arange(len(obj_token_ids))
+        self.register_buffer("obj_lookup", lookup, persistent=False)
+        self.obj_token_ids = [int(i) for i in obj_token_ids]
+        for p in vlm.model.visual.parameters():  # the vision tower only encodes the reference images
+            p.requires_grad_(False)
+
+    def ensure_projector(self, feature_dim: int) -> None:
+        """Create the C -> D projector (2-layer MLP) if missing or of another width (stage 4 on new features)."""
+        if feature_dim <= 0 or feature_dim == self.feature_dim:
+            return
+        if self.projector is not None:
+            log.warning("proxy features are %d-d, projector was %d-d: new projector", feature_dim, self.feature_dim)
+        w = self.vlm.get_input_embeddings().weight
+        self.projector = nn.Sequential(nn.Linear(feature_dim, self.dim), nn.GELU(), nn.Linear(self.dim, self.dim)).to(
+            device=w.device, dtype=w.dtype)
+        self.feature_dim = feature_dim
+
+    @property
+    def device(self) -> torch.device:
+        return self.vlm.get_input_embeddings().weight.device
+
+    def scene_rows(self, scenes: Sequence[SceneInput]) -> torch.Tensor:
+        """Visual token rows of all scenes, concatenated in order: (ΣK, D)."""
+        dev, dtype = self.device, self.vlm.get_input_embeddings().weight.dtype
+        rows = []
+        for s in scenes:
+            if not len(s):
+                continue
+            centers = torch.as_tensor(s.centers, dtype=torch.float32).to(dev)
+            if s.features is not None:
+                if self.projector is None or s.features.shape[1] != self.feature_dim:
+                    raise ValueError(f"scene {s.scene_id!r}: proxy features are {s.features.shape[1]}-d but the "
+                                     f"projector takes {self.feature_dim}-d; call ensure_projector or retrain stage 4")
+                z = self.projector(torch.as_tensor(s.features).to(dev, dtype))
+            else:
+                z = torch.zeros((len(s), self.dim), device=dev, dtype=dtype)
+            z = self.refs.fuse(z, torch.as_tensor(s.instance).to(dev), torch.as_tensor(s.category).to(dev))
+            rows.append(self.pe(z, centers.to(dtype)))
+        return torch.cat(rows, 0) if rows else torch.zeros((0, self.dim), device=dev, dtype=dtype)
+
+    def embed(self, input_ids: torch.Tensor, scenes: Sequence[SceneInput]) -> torch.Tensor:
+        """input_ids: (B, L) -> inputs_embeds (B, L, D) with proxies spliced and ``<OBJm>`` rows shared."""
+        emb = self.vlm.get_input_embeddings()(input_ids)
+        idx = self.obj_lookup.to(input_ids.device)[input_ids]
+        ids = self.refs.id_embed().to(emb.dtype)[idx.clamp(min=0)]
+        emb = torch.where((idx >= 0).unsqueeze(-1), ids, emb)
+        mask = input_ids == self.proxy_token_id
+        rows = self.scene_rows(scenes)
+        if input_ids.device.type != "meta":  # meta tensors have no values to count
+            n = int(mask.sum())
+            if n != rows.shape[0]:
+                raise ValueError(f"proxy placeholders and proxies do not match: {n} placeholder tokens in input_ids "
+                                 f"but {rows.shape[0]} proxy rows from {len(scenes)} scenes; build input_ids with "
+                                 "TextCodec so each scene gets exactly len(scene) placeholders")
+        return emb.masked_scatter(mask.unsqueeze(-1).expand_as(emb), rows.to(emb.dtype))
+
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, scenes: Sequence[SceneInput]) -> torch.Tensor:
+        """(B, L, V) next-token logits; ``position_ids`` always passed (no stale ``rope_deltas``)."""
+        emb = self.embed(input_ids, scenes)
+        pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        hidden = self.vlm.model(inputs_embeds=emb, attention_mask=attention_mask, position_ids=pos,
+                                use_cache=False).last_hidden_state
+        return F.linear(hidden, self.output_weight())
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                scenes: Sequence[SceneInput]) -> torch.Tensor:
+        """Mean NLL over answer tokens (labels != -100), shifted for next-token prediction."""
+        logits = self.logits(input_ids, attention_mask, scenes)[:, :-1].float()
+        target = labels[:, 1:]
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE)
+
+    def output_weight(self) -> torch.Tensor:
+        """(V, D) LM head whose ``<OBJm>`` rows are the shared identifier embeddings: emitting an identifier
+        is matching the hidden state against the identifier embedding seen in the scene (copying)."""
+        w = self.vlm.get_output_embeddings().weight
+        idx = self.obj_lookup.to(w.device)
+        return torch.where((idx >= 0).unsqueeze(-1), self.refs.id_embed().to(w.dtype)[idx.clamp(min=0)], w)
+
+    @torch.no_grad()
+    def sync_identifier_rows(self) -> None:
+        """Write the shared identifier embeddings into ``embed_tokens`` and ``lm_head`` so that HF ``generate``
+        scores and feeds back ``<OBJm>`` tokens exactly as in training."""
+        rows = torch.tensor(self.obj_token_ids, device=self.device)
+        ide = self.refs.id_embed()
+        for w in (self.vlm.get_input_embeddings().weight, self.vlm.get_output_embeddings().weight):
+            w[rows] = ide.to(w.dtype)
+
+    @torch.no_grad()
+    def generate_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, scenes: Sequence[SceneInput],
+                     max_new_tokens: int, eos_token_id: int, pad_token_id: int) -> list[list[int]]:
+        """Greedy decoding from a left-padded batch; returns the new token ids per row (eos stripped)."""
+        self.sync_identifier_rows()
+        emb = self.embed(input_ids, scenes)
+        out = self.vlm.generate(inputs_embeds=emb, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                                do_sample=False, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+        self.vlm.model.rope_deltas = None  # never leak generation state into a later forward
+        res = []
+        for row in out.tolist():
+            cut = row.index(eos_token_id) if eos_token_id in row else len(row)
+            res.append([t for t in row[:cut] if t != pad_token_id])
+        return res
+
+
+def count_parameters(model: nn.Module) -> int:
+    return int(sum(np.prod(p.shape) for p in model.parameters()))

@@ -1,0 +1,1 @@
+"""Curriculum training of the Proxy3D VLM (stages 1-4) under DeepSpeed."""

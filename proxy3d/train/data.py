@@ -1,0 +1,239 @@
+"""Training data of the four curriculum stages.
+
+Inputs: SpaceSpan Parquet ``<spacespan>/curriculum_stage=<n>/split=<s>/*.parquet`` (DESIGN §6) and the
+object table ``<spacespan>/objects.parquet``; stage 4 also reads ``<proxies>/<scene>.safetensors``.
+Stages 1-3 use *simplified scenes* built from the object table (one fused identifier+symbol token per
+object at its centre); stage 4 uses real proxies.
+
+Stages 1 and 2 also generate templated questions from the object table, with answers that restate the
+query (``"chair <OBJ036>"``), many questions per scene and, in stage 1, a scene-size warm-up (3 -> 40
+objects) with random identifiers — what made a from-scratch tiny model learn (RECIPES.md).
+
+Batches are a pure function of (seed, stage, step, rank): resuming at step s needs no sampler state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from proxy3d.model.inputs import Example, SceneInput, prompt_text
+from proxy3d.vocab import categories
+from proxy3d.vocab import identifier_token as obj
+
+log = logging.getLogger(__name__)
+OBJECT_COLUMNS = ["scene_id", "object_id", "label", "category", "center_x", "center_y", "center_z",
+                  "size_x", "size_y", "size_z", "split"]
+
+
+@dataclass
+class SceneObjects:
+    """Objects of one scene: ids (n,), labels, categories (n,), centers (n, 3), sizes (n, 3)."""
+
+    scene_id: str
+    ids: np.ndarray
+    labels: list[str]
+    categories: np.ndarray
+    centers: np.ndarray
+    sizes: np.ndarray
+
+    def scene_input(self, order: np.ndarray | None = None, ids: np.ndarray | None = None) -> SceneInput:
+        o = np.arange(len(self.ids)) if order is None else order
+        return SceneInput.from_objects((self.ids if ids is None else ids)[o], self.categories[o], self.centers[o],
+                                       self.scene_id)
+
+
+def load_objects(path: Path) -> dict[str, dict[str, SceneObjects]]:
+    """``objects.parquet`` -> {split: {scene_id: SceneObjects}}."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: object table missing; run `proxy3d spacespan` (dvc stage spacespan)")
+    df = pd.read_parquet(path)
+    missing = [c for c in OBJECT_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: columns {missing} missing (have {list(df.columns)}); the spacespan stage writes them")
+    out: dict[str, dict[str, SceneObjects]] = {}
+    for (split, sid), g in df.sort_values(["scene_id", "object_id"]).groupby(["split", "scene_id"], sort=True):
+        out.setdefault(str(split), {})[str(sid)] = SceneObjects(
+            str(sid), g["object_id"].to_numpy(np.int64), [str(x) for x in g["label"]],
+            g["category"].to_numpy(np.int64), g[["center_x", "center_y", "center_z"]].to_numpy(np.float32),
+            g[["size_x", "size_y", "size_z"]].to_numpy(np.float32))
+    return out
+
+
+def load_rows(spacespan_dir: Path, stage: int, split: str) -> pd.DataFrame:
+    """SpaceSpan rows of one curriculum stage and split (empty frame when that folder is absent)."""
+    folder = Path(spacespan_dir) / f"curriculum_stage={stage}" / f"split={split}"
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        log.warning("no SpaceSpan rows in %s", folder)
+        return pd.DataFrame()
+    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return df.sort_values("id", kind="stable").reset_index(drop=True) if "id" in df.columns else df
+
+
+def row_turn(row: pd.Series) -> tuple[str, str]:
+    """(prompt, first answer) of a SpaceSpan row."""
+    answers = row.get("answers")
+    answer = str(answers[0]) if answers is not None and len(answers) else ""
+    options = row.get("options")
+    return prompt_text(str(row["question"]), row.get("situation") or None,
+                       list(options) if options is not None and not isinstance(options, str) else None), answer
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.1f}"
+
+
+# ---- templated questions -------------------------------------------------------------------------------------
+def what_is(m: int, label: str) -> tuple[str, str]:
+    return prompt_text(f"What is {obj(m)}?"), f"{obj(m)} {label}"
+
+
+def which_is(m: int, label: str) -> tuple[str, str]:
+    return prompt_text(f"Which object is the {label}?"), f"{label} {obj(m)}"
+
+
+def where_is(m: int, c: np.ndarray) -> tuple[str, str]:
+    return prompt_text(f"Where is {obj(m)}?"), f"{obj(m)} x {_fmt(c[0])} y {_fmt(c[1])} z {_fmt(c[2])}"
+
+
+def closest_to(a: int, b: int) -> tuple[str, str]:
+    return prompt_text(f"Which object is closest to {obj(a)}?"), f"{obj(a)} closest {obj(b)}"
+
+
+def how_far(a: int, b: int, d: float) -> tuple[str, str]:
+    return prompt_text(f"How far is {obj(a)} from {obj(b)}?"), f"{obj(a)} {obj(b)} {_fmt(d)}"
+
+
+def size_of(m: int, s: np.ndarray) -> tuple[str, str]:
+    return prompt_text(f"How big is {obj(m)}?"), f"{obj(m)} {_fmt(s[0])} {_fmt(s[1])} {_fmt(s[2])}"
+
+
+def nearest_other(centers: np.ndarray, i: int) -> int:
+    d = np.linalg.norm(centers - centers[i], axis=1)
+    d[i] = np.inf
+    return int(np.argmin(d))
+
+
+class CurriculumData:
+    """Deterministic batches for stage ``stage``: ``batch(step) -> list[Example]``."""
+
+    def __init__(self, stage: int, objects: dict[str, SceneObjects], rows: dict[int, pd.DataFrame],
+                 scene_inputs: Callable[[str], SceneInput | None] | None, steps: int, seed: int,
+                 mix_previous: float = 0.3, turns: int = 8, max_objects: int = 40, rank: int = 0,
+                 vocab_share: float = 0.0) -> None:
+        if not objects:
+            raise ValueError("no training scenes in the object table (split=train); check the spacespan stage output")
+        self.stage, self.objects, self.rows, self.steps, self.seed = stage, objects, rows, steps, seed
+        self.scene_inputs, self.mix, self.turns, self.rank = scene_inputs, mix_previous, turns, rank
+        self.vocab_share = vocab_share
+        self.scene_ids = sorted(objects)
+        self.pool = [(o, i) for s in self.scene_ids for o in [objects[s]] for i in range(len(o.ids))]
+        self.max_objects = min(max_objects, len(self.pool), 100)
+        self.rows_by_scene = {k: {s: g.index.to_numpy() for s, g in df.groupby("scene_id")} if len(df) else {}
+                              for k, df in rows.items()}
+
+    # ---- one example per stage ----
+    def stage1(self, rng: np.random.Generator, step: int) -> Example:
+        grow = min(1.0, step / max(1.0, 0.6 * self.steps))
+        n_max = int(round(3 + (self.max_objects - 3) * grow))
+        n = int(rng.integers(min(3, n_max), n_max + 1))
+        picks = [self.pool[j] for j in rng.choice(len(self.pool), size=n, replace=False)]
+        ids = rng.choice(100, size=n, replace=False)
+        labels = [o.labels[i] for o, i in picks]
+        cats = np.array([o.categories[i] for o, i in picks], np.int64)
+        centers = np.stack([o.centers[i] for o, i in picks])
+        # optionally some objects get a category from the whole vocabulary, so symbols that never occur in
+        # train scenes are learned too (slower to learn: off by default)
+        vocab = categories()
+        swap = rng.random(n) < self.vocab_share
+        for k in np.flatnonzero(swap):
+            cats[k] = int(rng.integers(len(vocab)))
+            labels[k] = vocab[cats[k]]
+        scene = SceneInput.from_objects(ids, cats, centers)
+        counts = pd.Series(labels).value_counts()
+        turns = []
+        for _ in range(self.turns):
+            k = int(rng.integers(n))
+            unique = counts[labels[k]] == 1
+            turns.append(which_is(ids[k], labels[k]) if unique and rng.random() < 0.5 else what_is(ids[k], labels[k]))
+        return Example(scene, turns)
+
+    def stage2(self, rng: np.random.Generator, step: int) -> Example:
+        o = self.objects[self.scene_ids[int(rng.integers(len(self.scene_ids)))]]
+        n = len(o.ids)
+        ids = rng.choice(100, size=n, replace=False)
+        order = rng.permutation(n)
+        turns = []
+        for _ in range(self.turns):
+            k, kind = int(rng.integers(n)), rng.random()
+            if kind < 0.35:
+                turns.append(where_is(ids[k], o.centers[k]))
+            elif kind < 0.7 and n > 1:
+                turns.append(closest_to(ids[k], ids[nearest_other(o.centers, k)]))
+            elif n > 1:
+                j = int((k + 1 + rng.integers(n - 1)) % n)
+                turns.append(how_far(ids[k], ids[j], float(np.linalg.norm(o.centers[k] - o.centers[j]))))
+            else:
+                turns.append(what_is(ids[k], o.labels[k]))
+        return Example(o.scene_input(order, ids), turns)
+
+    def from_rows(self, rng: np.random.Generator, stage: int, real: bool) -> Example | None:
+        groups = self.rows_by_scene.get(stage) or {}
+        scenes = sorted(s for s in groups if s in self.objects)
+        if not scenes:
+            return None
+        sid = scenes[int(rng.integers(len(scenes)))]
+        idx = groups[sid]
+        take = rng.choice(idx, size=min(len(idx), 1 if real else self.turns), replace=False)
+        turns = [row_turn(self.rows[stage].loc[int(i)]) for i in take]
+        if real:
+            if self.scene_inputs is None:
+                return None
+            scene = self.scene_inputs(sid)
+            if scene is None:
+                return None
+        else:
+            o = self.objects[sid]
+            scene = o.scene_input(rng.permutation(len(o.ids)))
+        return Example(scene, turns)
+
+    def stage3(self, rng: np.random.Generator, step: int) -> Example:
+        ex = self.from_rows(rng, 3, real=False)
+        if ex is not None:
+            return ex
+        o = self.objects[self.scene_ids[int(rng.integers(len(self.scene_ids)))]]
+        ks = rng.integers(len(o.ids), size=self.turns)
+        return Example(o.scene_input(rng.permutation(len(o.ids))), [size_of(o.ids[k], o.sizes[k]) for k in ks])
+
+    def stage4(self, rng: np.random.Generator, step: int) -> Example:
+        ex = self.from_rows(rng, 4, real=True)
+        if ex is None:
+            raise ValueError("stage 4: no SpaceSpan stage-4 rows whose scene has proxies; run the spacespan and "
+                             "proxies stages first")
+        return ex
+
+    def example(self, rng: np.random.Generator, stage: int, step: int) -> Example:
+        if stage in (1, 2):  # SpaceSpan's own stage-1/2 rows join the templated questions when present
+            if rng.random() < 0.25:
+                ex = self.from_rows(rng, stage, real=False)
+                if ex is not None:
+                    return ex
+            return self.stage1(rng, step) if stage == 1 else self.stage2(rng, step)
+        return self.stage3(rng, step) if stage == 3 else self.stage4(rng, step)
+
+    def batch(self, step: int, size: int) -> list[Example]:
+        rng = np.random.default_rng([self.seed, self.stage, step, self.rank])
+        out = []
+        for _ in range(size):
+            stage = self.stage
+            if stage > 1 and rng.random() < self.mix:
+                stage = int(rng.integers(1, stage))
+            out.append(self.example(rng, stage, step if stage == self.stage else self.steps))
+        return out

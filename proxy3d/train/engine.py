@@ -1,0 +1,114 @@
+"""DeepSpeed setup: process group (gloo on CPU), config from ``configs/deepspeed/*.json`` filled from params,
+and checkpoint save/resume (weights, optimizer, scheduler, RNG, data position = step)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from proxy3d.config import StageParams, TrainParams
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> cuda when available, else cpu. ``cpu`` also forces DeepSpeed's CPU accelerator."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"train.device={device!r}: use auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is visible; set train.device: auto or cpu")
+    return device
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def init_distributed(device: str) -> None:
+    """Single-process defaults (RANK=0, WORLD_SIZE=1, a free port) unless a launcher set them."""
+    if device == "cpu":
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    for k, v in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1")):
+        os.environ.setdefault(k, v)
+    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    import deepspeed
+
+    if not torch.distributed.is_initialized():
+        deepspeed.init_distributed(dist_backend="gloo" if device == "cpu" else "nccl", verbose=False)
+
+
+def ds_config(tp: TrainParams, sp: StageParams, device: str) -> dict[str, Any]:
+    """The JSON config with batch size, lr, schedule and precision taken from params."""
+    path = Path(tp.deepspeed_config)
+    if not path.exists():
+        raise FileNotFoundError(f"train.deepspeed_config={tp.deepspeed_config!r} does not exist; "
+                                "use configs/deepspeed/zero2.json (default) or zero3_offload.json")
+    cfg = json.loads(path.read_text())
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    accum = int(cfg.get("gradient_accumulation_steps", 1))
+    cfg["train_micro_batch_size_per_gpu"] = sp.batch_size
+    cfg["train_batch_size"] = sp.batch_size * accum * world
+    cfg.setdefault("optimizer", {"type": "AdamW", "params": {}})["params"]["lr"] = sp.lr
+    if device == "cpu":
+        cfg["optimizer"]["params"]["torch_adam"] = True  # no fused CUDA Adam on CPU
+    cfg["scheduler"] = {"type": "WarmupCosineLR", "params": {
+        **cfg.get("scheduler", {}).get("params", {}), "total_num_steps": max(sp.steps, 1),
+        "warmup_num_steps": max(1, min(sp.warmup_steps, sp.steps - 1)), "warmup_type": "linear"}}
+    bf16 = tp.precision == "bf16" or (tp.precision == "auto" and device == "cuda")
+    cfg["bf16"] = {"enabled": bool(bf16)}
+    cfg.pop("fp16", None)
+    if device == "cpu" and cfg.get("zero_optimization", {}).get("stage", 0) == 3:
+        for k in ("offload_optimizer", "offload_param"):
+            cfg["zero_optimization"].get(k, {}).pop("pin_memory", None)
+    return cfg
+
+
+def save(engine: Any, ckpt_dir: Path, step: int) -> None:
+    """DeepSpeed checkpoint ``step<N>`` (+ RNG and data position); older tags are removed."""
+    state = {"step": step, "torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    tag = f"step{step}"
+    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=state)
+    if int(os.environ.get("RANK", "0")) == 0:
+        for d in Path(ckpt_dir).glob("step*"):
+            if d.is_dir() and d.name != tag:
+                shutil.rmtree(d, ignore_errors=True)
+
+
+def resume(engine: Any, ckpt_dir: Path) -> int:
+    """Load the latest checkpoint in ``ckpt_dir`` if there is one; returns the step to continue from."""
+    if not (Path(ckpt_dir) / "latest").exists():
+        return 0
+    path, state = engine.load_checkpoint(str(ckpt_dir), load_optimizer_states=True, load_lr_scheduler_states=True)
+    if path is None:
+        raise RuntimeError(f"{ckpt_dir}: 'latest' names a checkpoint that could not be loaded; delete {ckpt_dir} "
+                           "to restart the stage")
+    torch.set_rng_state(state["torch_rng"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    log.info("resumed from %s at step %d", path, state["step"])
+    return int(state["step"])
+
+
+def initialize(model: torch.nn.Module, config: dict[str, Any]) -> Any:
+    """``deepspeed.initialize`` on the trainable parameters; the scheduler starts at iteration 0 so the first
+    step does not run at lr 0 (DeepSpeed's schedulers report 0 before their first ``step``)."""
+    import deepspeed
+
+    engine, _, _, sched = deepspeed.initialize(model=model, config=config,
+                                               model_parameters=[p for p in model.parameters() if p.requires_grad])
+    if sched is not None:
+        sched.step(0)
+    return engine

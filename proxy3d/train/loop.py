@@ -1,0 +1,170 @@
+"""One curriculum stage under DeepSpeed: build or load the model, train ``steps`` steps with periodic
+checkpoints (resuming from the last one after a kill), write the stage checkpoint folder and probes.
+
+Resume is exact: weights, optimizer, scheduler and RNG come from the DeepSpeed checkpoint and batches are
+a pure function of the step (``CurriculumData``), so a killed-and-resumed stage ends with the same
+weights as an uninterrupted one (CPU, same seed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from proxy3d.config import Params, StageParams, section_dict
+from proxy3d.io import atomic_write_text
+from proxy3d.model import text_tokenizer as tt
+from proxy3d.model.build import create_model, load_model_dir, save_model_dir
+from proxy3d.model.inputs import SceneInput, TextCodec
+from proxy3d.tracking import Tracker
+from proxy3d.train import engine as ds
+from proxy3d.train.data import CurriculumData, load_objects, load_rows
+from proxy3d.train.probes import run_probes
+from proxy3d.types import load_proxies
+from proxy3d.vocab import categories
+
+log = logging.getLogger(__name__)
+TEMPLATE_TEXT = ("Question: What is ? Answer: Which object is the ? Where is ? x y z Which object is closest to ? "
+                 "closest How far is from ? How big is ? Situation: Options: 0.1 1.2 2.3 3.4 4.5 5.6 6.7 7.8 8.9 9.0")
+
+
+@dataclass
+class StagePaths:
+    spacespan: Path = Path("artifacts/spacespan")
+    symbols: Path = Path("artifacts/symbols")
+    proxies: Path = Path("artifacts/proxies")
+    checkpoints: Path = Path("artifacts/checkpoints")
+
+
+def stage_params(params: Params, stage: int) -> StageParams:
+    if stage not in (1, 2, 3, 4):
+        raise ValueError(f"--stage {stage}: the curriculum has stages 1, 2, 3, 4")
+    return getattr(params, f"train_stage{stage}")
+
+
+def tokenizer_texts(spacespan: Path, objects: dict) -> list[str]:
+    """SpaceSpan train text (all stages) + object labels + the templated questions' words."""
+    texts = [TEMPLATE_TEXT] * 4
+    for st in (1, 2, 3, 4):
+        df = load_rows(spacespan, st, "train")
+        for col in ("question", "situation"):
+            if col in df.columns:
+                texts += [str(x) for x in df[col].dropna()]
+        for col in ("answers", "options"):
+            if col in df.columns:
+                texts += [str(a) for xs in df[col].dropna() for a in xs]
+    texts += [lab for split in objects.values() for o in split.values() for lab in o.labels] * 2
+    texts += list(categories()) * 2
+    return texts
+
+
+def proxy_loader(proxies_dir: Path) -> Callable[[str], SceneInput | None]:
+    cache: dict[str, SceneInput | None] = {}
+
+    def get(scene_id: str) -> SceneInput | None:
+        if scene_id not in cache:
+            path = Path(proxies_dir) / f"{scene_id}.safetensors"
+            cache[scene_id] = SceneInput.from_proxies(load_proxies(path)) if path.exists() else None
+            if cache[scene_id] is None:
+                log.warning("no proxies for scene %s (%s): its stage-4 rows are skipped", scene_id, path)
+        return cache[scene_id]
+
+    return get
+
+
+def _model_for_stage(stage: int, params: Params, paths: StagePaths, objects: dict) -> tuple[Any, Any]:
+    if stage == 1:
+        tok = tt.build_text_tokenizer(tokenizer_texts(paths.spacespan, objects), params.model.vocab_size,
+                                      params.model.tokenizer)
+        return create_model(params.model, tok, paths.symbols), tok
+    model, tok, _ = load_model_dir(paths.checkpoints / f"stage{stage - 1}")
+    return model, tok
+
+
+def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
+                stop_after: int | None = None) -> dict[str, float]:
+    """Train one stage into ``paths.checkpoints/stage<N>/``; ``stop_after`` stops early like a kill (tests)."""
+    sp, tp = stage_params(params, stage), params.train
+    device = ds.resolve_device(tp.device)
+    ds.init_distributed(device)
+    torch.manual_seed(tp.seed + stage)
+    objects = load_objects(paths.spacespan / "objects.parquet")
+    model, tok = _model_for_stage(stage, params, paths, objects)
+    scene_inputs = proxy_loader(paths.proxies) if stage == 4 else None
+    if stage == 4:
+        first = next(iter(sorted(Path(paths.proxies).glob("*.safetensors"))), None)
+        if first is None:
+            raise FileNotFoundError(f"{paths.proxies}: no proxies; run `proxy3d proxies` before stage 4")
+        model.ensure_projector(int(load_proxies(first).features.shape[1]))
+    rank = int(torch.distributed.get_rank())
+    data = CurriculumData(stage, objects.get("train", {}), {k: load_rows(paths.spacespan, k, "train")
+                          for k in range(1, stage + 1)}, scene_inputs, sp.steps, tp.seed, sp.mix_previous,
+                          sp.turns, sp.max_objects, rank, sp.vocab_share)
+    codec = TextCodec(tok, tt.proxy_token_id(tok))
+    engine = ds.initialize(model, ds.ds_config(tp, sp, device))
+    out_dir = paths.checkpoints / f"stage{stage}"
+    ckpt_dir = out_dir / "ds"
+    fingerprint = json.dumps({"model": section_dict(params.model), "train": section_dict(tp), "stage": section_dict(sp)},
+                             sort_keys=True)
+    stamp = ckpt_dir / "fingerprint.json"
+    if stamp.exists() and stamp.read_text() != fingerprint:
+        log.warning("%s was written with other params: not resuming from it", ckpt_dir)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    start = ds.resume(engine, ckpt_dir)
+    losses, speeds, t_start = [], [], time.perf_counter()
+    engine.train()
+    for step in tqdm(range(start, sp.steps), desc=f"stage {stage}", initial=start, total=sp.steps, mininterval=5):
+        b = codec.collate(data.batch(step, sp.batch_size), sp.max_length)
+        lr = float(engine.get_lr()[0])
+        t0 = time.perf_counter()
+        loss = engine(b.input_ids.to(engine.device), b.attention_mask.to(engine.device), b.labels.to(engine.device), b.scenes)
+        engine.backward(loss)
+        engine.step()
+        tps = b.num_tokens / max(time.perf_counter() - t0, 1e-9)
+        losses.append(float(loss.detach()))
+        speeds.append(tps)
+        if (step + 1) % max(tp.log_every, 1) == 0 or step == start:
+            tracker.log_metrics({"loss": losses[-1], "lr": lr, "tokens_per_s": tps}, step=step + 1)
+            log.info("stage %d step %d/%d loss %.4f lr %.2e %.0f tok/s", stage, step + 1, sp.steps, losses[-1], lr, tps)
+        if tp.probe_every and stage in (1, 2) and rank == 0 and (step + 1) % tp.probe_every == 0 and objects.get("val"):
+            probe = run_probes(engine.module, codec, stage, objects["val"], objects.get("train", {}), tp.seed)
+            tracker.log_metrics({f"probe.{k}": v for k, v in probe.items()}, step=step + 1)
+            log.info("stage %d step %d probes %s", stage, step + 1, {k: round(v, 3) for k, v in probe.items()})
+        if (step + 1) % max(tp.checkpoint_every, 1) == 0 and step + 1 < sp.steps:
+            ds.save(engine, ckpt_dir, step + 1)
+            if rank == 0:
+                atomic_write_text(stamp, fingerprint)
+        if stop_after is not None and step + 1 >= stop_after:
+            return {"stopped_at": float(step + 1)}
+    seconds = time.perf_counter() - t_start
+    module = engine.module
+    metrics: dict[str, float] = {"stage": float(stage), "steps": float(sp.steps), "train_seconds": seconds,
+                                 "final_loss": float(np.mean(losses[-10:])) if losses else float("nan"),
+                                 "tokens_per_s": float(np.mean(speeds)) if speeds else 0.0}
+    meta = {"stage": stage, "model": section_dict(params.model), "steps": sp.steps, "seed": tp.seed}
+    if engine.zero_optimization_stage() == 3:  # partitioned weights: gather them for the consolidated save
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+            if rank == 0:
+                save_model_dir(module, tok, out_dir, meta)
+    elif rank == 0:
+        save_model_dir(module, tok, out_dir, meta)
+    if rank == 0:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        if stage in (1, 2) and objects.get("val"):
+            t0 = time.perf_counter()
+            metrics.update(run_probes(module, codec, stage, objects["val"], objects.get("train", {}), tp.seed))
+            metrics["probe_seconds"] = time.perf_counter() - t0
+    tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)})
+    return metrics

@@ -1,0 +1,144 @@
+"""Stage-1/2 probes on val scenes (simplified inputs): does the model read identifiers and coordinates?
+
+Stage 1: "What is <OBJm>?" (the answer must name the object's label) and identifier grounding "Which
+object is the chair?" (labels unique in the scene; the answer's last ``<OBJ###>`` must be that object).
+Stage 2: nearest object (chance = 1/(n-1)) and distance MRA (mean over θ ∈ {0.50, …, 0.95} of
+|pred - gt| / gt < 1 - θ) next to the trivial baseline of always answering the median train distance.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from proxy3d.model import text_tokenizer as tt
+from proxy3d.model.inputs import SceneInput, TextCodec
+from proxy3d.model.proxy_vlm import Proxy3DModel
+from proxy3d.train.data import SceneObjects, closest_to, how_far, nearest_other, what_is, which_is
+
+log = logging.getLogger(__name__)
+THETAS = np.arange(0.50, 0.96, 0.05)
+_NUM = re.compile(r"-?\d+(?:\.\d+)?")
+_OBJ = re.compile(r"<OBJ\d{3}>")
+
+
+@dataclass
+class Probe:
+    kind: str  # what | which | closest | far
+    scene: SceneInput
+    prompt: str
+    label: str = ""
+    targets: tuple[int, ...] = ()
+    value: float = 0.0
+    chance: float = 0.0
+
+
+def stage1_probes(val: dict[str, SceneObjects], seed: int = 0, limit: int = 200) -> list[Probe]:
+    rng = np.random.default_rng(seed)
+    out: list[Probe] = []
+    for sid in sorted(val):
+        o = val[sid]
+        scene = o.scene_input(rng.permutation(len(o.ids)))
+        for k, (m, label) in enumerate(zip(o.ids, o.labels, strict=True)):
+            if o.categories[k] < 0:  # no symbol: the label cannot be read from the scene
+                continue
+            out.append(Probe("what", scene, what_is(int(m), label)[0], label=label))
+            if o.labels.count(label) == 1:
+                out.append(Probe("which", scene, which_is(int(m), label)[0], targets=(int(o.ids[k]),)))
+    return _limit(out, limit, rng)
+
+
+def stage2_probes(val: dict[str, SceneObjects], seed: int = 0, limit: int = 200) -> list[Probe]:
+    rng = np.random.default_rng(seed)
+    out: list[Probe] = []
+    for sid in sorted(val):
+        o = val[sid]
+        n = len(o.ids)
+        if n < 2:
+            continue
+        scene = o.scene_input(rng.permutation(n))
+        for k in range(n):
+            j = nearest_other(o.centers, k)
+            out.append(Probe("closest", scene, closest_to(int(o.ids[k]), int(o.ids[j]))[0],
+                             targets=(int(o.ids[j]),), chance=1.0 / (n - 1)))
+            b = int((k + 1 + rng.integers(n - 1)) % n)
+            d = float(np.linalg.norm(o.centers[k] - o.centers[b]))
+            out.append(Probe("far", scene, how_far(int(o.ids[k]), int(o.ids[b]), d)[0], value=d))
+    return _limit(out, limit, rng)
+
+
+def _limit(probes: list[Probe], limit: int, rng: np.random.Generator) -> list[Probe]:
+    out = []
+    for kind in sorted({p.kind for p in probes}):
+        same = [p for p in probes if p.kind == kind]
+        keep = sorted(rng.choice(len(same), size=min(limit, len(same)), replace=False)) if same else []
+        out += [same[i] for i in keep]
+    return out
+
+
+def mra(pred: float, gt: float) -> float:
+    if gt <= 0:
+        return float(abs(pred - gt) < 1e-6)
+    return float(np.mean(np.abs(pred - gt) / gt < 1 - THETAS))
+
+
+@torch.no_grad()
+def generate(model: Proxy3DModel, codec: TextCodec, scenes: Sequence[SceneInput], prompts: Sequence[str],
+             max_new_tokens: int = 16, batch_size: int = 32) -> list[tuple[str, list[int]]]:
+    """Greedy answers: (text with special tokens, identifier numbers) per prompt."""
+    was = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        b = codec.prompts(scenes[i : i + batch_size], prompts[i : i + batch_size])
+        dev = model.device
+        ids = model.generate_ids(b.input_ids.to(dev), b.attention_mask.to(dev), b.scenes, max_new_tokens,
+                                 codec.eos_id, codec.pad_id)
+        out += [(codec.tok.decode(r, skip_special_tokens=False), tt.object_ids_from_token_ids(r, codec.tok)) for r in ids]
+    model.train(was)
+    return out
+
+
+def score(probes: Sequence[Probe], answers: Sequence[tuple[str, list[int]]], median_distance: float = 0.0) -> dict[str, float]:
+    """Accuracy per kind (and MRA with its median baseline for ``far``)."""
+    hits: dict[str, list[float]] = {}
+    base: list[float] = []
+    chance: list[float] = []
+    for p, (text, ids) in zip(probes, answers, strict=True):
+        if p.kind == "what":
+            ok = " ".join(_OBJ.sub(" ", text).split()).lower() == p.label.lower()
+        elif p.kind in ("which", "closest"):
+            ok = bool(ids) and ids[-1] in p.targets
+            if p.kind == "closest":
+                chance.append(p.chance)
+        else:
+            nums = _NUM.findall(_OBJ.sub(" ", text))
+            ok = mra(float(nums[-1]), p.value) if nums else 0.0
+            base.append(mra(median_distance, p.value))
+        hits.setdefault(p.kind, []).append(float(ok))
+    names = {"what": "what_is_acc", "which": "grounding_acc", "closest": "closest_acc", "far": "distance_mra"}
+    out = {names[k]: float(np.mean(v)) for k, v in hits.items()}
+    if chance:
+        out["closest_chance"] = float(np.mean(chance))
+    if base:
+        out["distance_mra_median_baseline"] = float(np.mean(base))
+    return out
+
+
+def run_probes(model: Proxy3DModel, codec: TextCodec, stage: int, val: dict[str, SceneObjects],
+               train: dict[str, SceneObjects], seed: int = 0, limit: int = 200) -> dict[str, float]:
+    probes = stage1_probes(val, seed, limit) if stage == 1 else stage2_probes(val, seed, limit)
+    if not probes:
+        return {}
+    answers = generate(model, codec, [p.scene for p in probes], [p.prompt for p in probes])
+    for kind in sorted({p.kind for p in probes}):
+        shown = [(p.prompt, a[0]) for p, a in zip(probes, answers, strict=True) if p.kind == kind][:2]
+        log.info("probe %s: %s", kind, shown)
+    dists = [float(np.linalg.norm(o.centers[i] - o.centers[j])) for o in train.values()
+             for i in range(len(o.ids)) for j in range(i + 1, len(o.ids))]
+    return score(probes, answers, float(np.median(dists)) if dists else 0.0)

@@ -1,0 +1,133 @@
+"""The Proxy3D VLM: proxy splicing, reference fusion, shared identifier embeddings, 7B preset, API."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from proxy3d.config import ModelParams
+from proxy3d.model import text_tokenizer as tt
+from proxy3d.model.build import create_model, save_model_dir
+from proxy3d.model.inputs import Example, SceneInput, TextCodec
+from proxy3d.model.presets import QWEN_VOCAB_7B, preset_config
+from proxy3d.model.proxy_vlm import Proxy3DModel
+from proxy3d.model.reference import encode_references, images_to_patches
+from proxy3d.train.toy import write_toy_symbols
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Proxy3DModel, object, TextCodec]:
+    torch.manual_seed(0)
+    tok = tt.build_text_tokenizer(["What is the chair near the table? Answer: chair lamp sofa"] * 20, 400)
+    sym = tmp_path_factory.mktemp("symbols")
+    write_toy_symbols(sym)
+    model = create_model(ModelParams(), tok, sym, feature_dim=8)
+    return model, tok, TextCodec(tok, tt.proxy_token_id(tok))
+
+
+def _scene(k: int, c: int = 8, seed: int = 0) -> SceneInput:
+    rng = np.random.default_rng(seed)
+    return SceneInput(rng.random((k, 3), dtype=np.float32), np.arange(k) % 3, np.arange(k) % 5,
+                      rng.random((k, c), dtype=np.float32))
+
+
+def test_placeholder_count_mismatch_names_both_counts(tiny) -> None:
+    model, _, codec = tiny
+    b = codec.collate([Example(_scene(4), [("What is <OBJ001>?", "<OBJ001> chair")])], 32)
+    b.scenes[0] = _scene(3)  # 4 placeholders, 3 proxies
+    with pytest.raises(ValueError, match=r"4 placeholder tokens.*but 3 proxy rows"):
+        model(b.input_ids, b.attention_mask, b.labels, b.scenes)
+
+
+def test_loss_only_on_answer_tokens(tiny) -> None:
+    _, tok, codec = tiny
+    ids, labels = codec.example(Example(_scene(2), [("What is <OBJ001>?", "<OBJ001> chair")]), 64)
+    answer = [t for t, lab in zip(ids, labels, strict=True) if lab != -100]
+    assert answer == codec.encode(" <OBJ001> chair") + [tok.eos_token_id]
+    assert ids[:2] == [codec.proxy_id] * 2
+
+
+def test_reference_fusion_adds_the_right_embeddings_to_the_right_proxies(tiny) -> None:
+    model, _, _ = tiny
+    z = torch.randn(4, model.dim)
+    inst = torch.tensor([2, -1, 7, 2])
+    cat = torch.tensor([5, 9, -1, 0])
+    out = model.refs.fuse(z, inst, cat)
+    ide, sem = model.refs.id_embed(), model.refs.sem_embed()
+    expected = torch.stack([z[0] + ide[2] + sem[5], z[1] + sem[9], z[2] + ide[7], z[3] + ide[2] + sem[0]])
+    torch.testing.assert_close(out, expected)
+    assert (ide[2] - ide[7]).abs().max() > 1e-3  # identifiers are distinguishable
+    with pytest.raises(ValueError, match="object id 100"):
+        model.refs.fuse(z[:1], torch.tensor([100]), torch.tensor([0]))
+
+
+def test_vision_tower_gives_one_reference_embedding_per_image(tiny, tmp_path) -> None:
+    from PIL import Image
+
+    model, _, _ = tiny
+    imgs = [Image.new("RGB", (28, 28), c) for c in ("white", "black", "red")]
+    pixels, grid = images_to_patches(imgs)
+    assert pixels.shape == (12, 3 * 2 * 14 * 14) and grid.tolist() == [[1, 2, 2]] * 3
+    f = encode_references(model.vlm.model.visual, imgs)
+    assert f.shape == (3, model.dim) and torch.isfinite(f).all()
+    assert not any(p.requires_grad for p in model.vlm.model.visual.parameters())  # frozen
+
+
+def test_identifier_text_tokens_share_the_identifier_embedding(tiny) -> None:
+    model, tok, codec = tiny
+    ids = torch.tensor([codec.encode("is <OBJ005> here")])
+    emb = model.embed(ids, [])
+    pos = int((ids[0] == tt.object_token_ids(tok)[5]).nonzero()[0, 0])
+    torch.testing.assert_close(emb[0, pos], model.refs.id_embed()[5])
+
+
+def test_proxy_rows_land_at_placeholders_with_pe_and_references(tiny) -> None:
+    model, _, codec = tiny
+    s = _scene(3)
+    b = codec.collate([Example(SceneInput.empty(), [("hi", "yo")]), Example(s, [("hi", "yo")])], 16)
+    emb = model.embed(b.input_ids, b.scenes)
+    rows = model.scene_rows([s])
+    torch.testing.assert_close(emb[1, :3], rows)
+    z = model.refs.fuse(model.projector(torch.as_tensor(s.features)), torch.as_tensor(s.instance), torch.as_tensor(s.category))
+    torch.testing.assert_close(rows, model.pe(z, torch.as_tensor(s.centers)))
+
+
+def test_generate_and_bundle_api_roundtrip(tiny, tmp_path) -> None:
+    from proxy3d.model.api import load_bundle
+
+    model, tok, codec = tiny
+    save_model_dir(model, tok, tmp_path / "ck", {"stage": 1, "model": {"preset": "tiny"}})
+    bundle = load_bundle(tmp_path / "ck", "cpu")
+    for a, b in zip(model.state_dict().values(), bundle.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+    items = [{"scene_id": "s", "question": "What is <OBJ001>?", "situation": None, "options": None},
+             {"scene_id": "blind", "question": "Which?", "situation": "I sit.", "options": ["a", "b"]}]
+    out = bundle.generate_with_ids(items, {"s": _scene(4), "blind": SceneInput.empty()}, max_new_tokens=4)
+    assert len(out) == 2 and all(isinstance(t, str) and isinstance(i, list) for t, i in out)
+    with pytest.raises(KeyError, match="no SceneInput for scene 'x'"):
+        bundle.generate([{"scene_id": "x", "question": "?"}], {}, 2)
+
+
+def test_generate_matches_the_training_logits(tiny) -> None:
+    model, _, codec = tiny
+    b = codec.prompts([_scene(3), SceneInput.empty()], ["What is <OBJ001>?", "Which object is the chair?"])
+    with torch.no_grad():
+        model.refs.id_offset.add_(torch.randn_like(model.refs.id_offset))  # make identifier rows matter
+        first = model.logits(b.input_ids, b.attention_mask, b.scenes)[:, -1].argmax(-1).tolist()
+    out = model.generate_ids(b.input_ids, b.attention_mask, b.scenes, 1, eos_token_id=-1, pad_token_id=-1)
+    assert [o[0] for o in out] == first
+
+
+def test_7b_preset_on_meta_device_counts_parameters_and_injects() -> None:
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    cfg = preset_config("7b", QWEN_VOCAB_7B, proxy_token_id=151655, eos_token_id=151645)
+    with torch.device("meta"):
+        vlm = Qwen2_5_VLForConditionalGeneration(cfg)
+        model = Proxy3DModel(vlm, 151655, list(range(151665, 151765)), feature_dim=1280)
+    n_vlm = sum(p.numel() for p in vlm.parameters())
+    assert 8.25e9 < n_vlm < 8.35e9, n_vlm  # Qwen2.5-VL-7B: 8.29B incl. the vision tower
+    ids = torch.full((2, 20), 100, dtype=torch.long, device="meta")
+    emb = model.embed(ids, [_scene(5, 1280), _scene(7, 1280)])
+    assert emb.shape == (2, 20, 3584) and emb.device.type == "meta"

@@ -1,0 +1,134 @@
+"""Curriculum training: data, DeepSpeed on CPU (gloo + torch_adam), checkpoint resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from proxy3d.config import ModelParams, Params, StageParams, TrainParams
+from proxy3d.model import text_tokenizer as tt
+from proxy3d.model.build import create_model
+from proxy3d.model.inputs import TextCodec
+from proxy3d.tracking import NullTracker
+from proxy3d.train import engine as ds
+from proxy3d.train.data import CurriculumData, load_objects, load_rows
+from proxy3d.train.loop import StagePaths, train_stage
+from proxy3d.train.toy import write_toy_inputs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> StagePaths:
+    return write_toy_inputs(tmp_path_factory.mktemp("toy"), scenes=5, objects=(5, 9))
+
+
+def _params(steps: int = 4) -> Params:
+    p = Params()
+    p.train.deepspeed_config = str(ROOT / "configs/deepspeed/zero2.json")
+    p.train.checkpoint_every, p.train.log_every = 2, 1
+    for st in (1, 2, 3, 4):
+        setattr(p, f"train_stage{st}", StageParams(steps=steps, lr=2e-3, batch_size=2, warmup_steps=1, turns=2,
+                                                   max_objects=6, max_length=48))
+    return p
+
+
+def test_deepspeed_config_takes_batch_lr_and_schedule_from_params() -> None:
+    cfg = ds.ds_config(TrainParams(deepspeed_config=str(ROOT / "configs/deepspeed/zero2.json")),
+                       StageParams(steps=30, lr=5e-4, batch_size=3, warmup_steps=5), "cpu")
+    assert cfg["train_micro_batch_size_per_gpu"] == 3 and cfg["optimizer"]["params"]["lr"] == 5e-4
+    assert cfg["optimizer"]["params"]["torch_adam"] is True and cfg["zero_optimization"]["stage"] == 2
+    assert cfg["scheduler"]["params"]["total_num_steps"] == 30 and cfg["bf16"]["enabled"] is False
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        ds.ds_config(TrainParams(deepspeed_config="nope.json"), StageParams(), "cpu")
+
+
+def test_batches_are_a_function_of_the_step_and_answers_restate_the_query(toy: StagePaths) -> None:
+    objs = load_objects(toy.spacespan / "objects.parquet")["train"]
+    rows = {1: load_rows(toy.spacespan, 1, "train")}
+    a = CurriculumData(1, objs, rows, None, steps=100, seed=3, turns=4, max_objects=20)
+    b = CurriculumData(1, objs, rows, None, steps=100, seed=3, turns=4, max_objects=20)
+    ea, eb = a.batch(7, 4), b.batch(7, 4)
+    assert [e.turns for e in ea] == [e.turns for e in eb]
+    assert all(np.array_equal(x.scene.instance, y.scene.instance) for x, y in zip(ea, eb, strict=True))
+    assert [e.turns for e in a.batch(8, 4)] != [e.turns for e in ea]
+    for ex in a.batch(50, 16):
+        for prompt, answer in ex.turns:
+            if prompt.startswith("Question: What is <OBJ"):
+                assert answer.startswith(prompt[len("Question: What is ") : -len("? Answer:")])
+            if prompt.startswith("Question: Which object is the "):
+                assert answer.startswith(prompt[len("Question: Which object is the ") : -len("? Answer:")])
+    c = CurriculumData(1, objs, {}, None, steps=100, seed=3, turns=4, max_objects=20)
+    early = max(len(e.scene) for s in range(5) for e in c.batch(s, 8))
+    late = max(len(e.scene) for s in range(90, 95) for e in c.batch(s, 8))
+    assert early <= 6 < late  # scene-size warm-up
+
+
+def test_deepspeed_two_cpu_steps_lower_the_loss_on_a_fixed_batch(toy: StagePaths) -> None:
+    torch.manual_seed(0)
+    ds.init_distributed("cpu")
+    tok = tt.build_text_tokenizer(["What is the chair? Answer: chair table"] * 10, 400)
+    model = create_model(ModelParams(), tok, toy.symbols)
+    codec = TextCodec(tok, tt.proxy_token_id(tok))
+    data = CurriculumData(1, load_objects(toy.spacespan / "objects.parquet")["train"], {}, None, 10, 0, turns=2)
+    batch = codec.collate(data.batch(0, 2), 48)
+    cfg = ds.ds_config(TrainParams(deepspeed_config=str(ROOT / "configs/deepspeed/zero2.json")),
+                       StageParams(steps=10, lr=3e-3, batch_size=2, warmup_steps=0), "cpu")
+    cfg["scheduler"]["params"]["warmup_min_ratio"] = 1.0  # full lr from the first step
+    engine = ds.initialize(model, cfg)
+    losses = []
+    for _ in range(2):
+        loss = engine(batch.input_ids, batch.attention_mask, batch.labels, batch.scenes)
+        engine.backward(loss)
+        engine.step()
+        losses.append(float(loss.detach()))
+    with torch.no_grad():
+        losses.append(float(engine(batch.input_ids, batch.attention_mask, batch.labels, batch.scenes)))
+    assert losses[2] < losses[1] < losses[0], losses
+
+
+def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    out = load_file(str(ckpt / "proxy3d.safetensors"))
+    out.update({f"vlm.{k}": v for k, v in load_file(str(ckpt / "vlm" / "model.safetensors")).items()})
+    return out
+
+
+@pytest.mark.slow
+def test_killed_stage_resumes_to_the_same_final_weights(toy: StagePaths, tmp_path: Path) -> None:
+    p = _params(steps=5)
+    full = StagePaths(toy.spacespan, toy.symbols, toy.proxies, tmp_path / "full")
+    m_full = train_stage(1, p, full, NullTracker())
+    killed = StagePaths(toy.spacespan, toy.symbols, toy.proxies, tmp_path / "killed")
+    assert train_stage(1, p, killed, NullTracker(), stop_after=3) == {"stopped_at": 3.0}
+    assert (killed.checkpoints / "stage1/ds/latest").exists() and not (killed.checkpoints / "stage1/bundle.json").exists()
+    train_stage(1, p, killed, NullTracker())  # resumes at step 2 (last checkpoint)
+    a, b = _weights(full.checkpoints / "stage1"), _weights(killed.checkpoints / "stage1")
+    assert a.keys() == b.keys()
+    delta = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    assert delta <= 1e-6, delta
+    assert np.isfinite(m_full["final_loss"]) and "what_is_acc" in m_full
+
+
+@pytest.mark.slow
+def test_cli_runs_all_four_stages_each_from_the_previous(toy: StagePaths, tmp_path: Path, monkeypatch) -> None:
+    from proxy3d.stages.train import main
+
+    params = tmp_path / "params.yaml"
+    params.write_text("train_stage1: {steps: 2, batch_size: 2, turns: 2, max_objects: 5}\n"
+                      "train_stage2: {steps: 2, batch_size: 2, turns: 2}\ntrain_stage3: {steps: 2, batch_size: 2}\n"
+                      "train_stage4: {steps: 2, batch_size: 2}\n"
+                      f"train: {{deepspeed_config: {ROOT / 'configs/deepspeed/zero2.json'}}}\ntracking: {{enabled: false}}\n")
+    monkeypatch.chdir(tmp_path)
+    for st in (1, 2, 3, 4):
+        assert main(["--stage", str(st), "--params", str(params), "--spacespan", str(toy.spacespan),
+                     "--symbols", str(toy.symbols), "--proxies", str(toy.proxies), "--checkpoints", "ck"]) == 0
+        m = json.loads((tmp_path / f"metrics/train_stage{st}.json").read_text())
+        assert m["stage"] == st and np.isfinite(m["final_loss"])
+    bundle = json.loads((tmp_path / "ck/stage4/bundle.json").read_text())
+    assert bundle["stage"] == 4 and bundle["feature_dim"] == 16
