@@ -68,3 +68,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, obj: Any, indent: int = 2) -> None:
     """Deterministic JSON (sorted keys) written atomically."""
     atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=True) + "\n")
+
+
+def spacespan_partition(spacespan_dir: str | Path, stage: int, split: str) -> Path:
+    """Folder of one SpaceSpan curriculum stage and split: ``<dir>/records/curriculum_stage=N/split=S``."""
+    return Path(spacespan_dir) / "records" / f"curriculum_stage={stage}" / f"split={split}"

@@ -11,6 +11,7 @@ from proxy3d.eval.evaluate import Variant, build_variants, evaluate, flat_metric
 from proxy3d.eval.records import load_gt_boxes
 from proxy3d.eval.report import write_report
 from proxy3d.eval.tasks import parse_objects, score_pairs
+from proxy3d.io import spacespan_partition
 
 BOXES = Path(__file__).parent / "fixtures" / "predictions" / "objects.csv"
 
@@ -156,7 +157,7 @@ def test_evaluate_stage_writes_metrics_report_and_plots(tiny_checkpoint, tmp_pat
     from proxy3d.tracking import NullTracker
     from proxy3d.types import save_proxies
 
-    val = tmp_path / "spacespan" / "curriculum_stage=4" / "split=val"
+    val = spacespan_partition(tmp_path / "spacespan", 4, "val")
     val.mkdir(parents=True)
     pd.DataFrame(ITEMS).to_parquet(val / "part-00000.parquet")
     objs = pd.read_csv(BOXES)

@@ -25,7 +25,7 @@ from proxy3d.eval.evaluate import (
 )
 from proxy3d.eval.records import load_gt_boxes
 from proxy3d.eval.report import write_report
-from proxy3d.io import write_json
+from proxy3d.io import spacespan_partition, write_json
 from proxy3d.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def _clean(obj: object) -> object:
 def run(p: EvaluateParams, pp: ProxiesParams, ckpt_dir: Path, spacespan_dir: Path, proxies_dir: Path,
         triplets_dir: Path, md_path: Path, plots_dir: Path, tracker: Tracker,
         predictions_path: Path | None = None) -> dict:
-    val_dir = Path(spacespan_dir) / "curriculum_stage=4" / "split=val"
+    val_dir = spacespan_partition(spacespan_dir, 4, "val")
     if not val_dir.exists():
         raise FileNotFoundError(f"{val_dir}: no val split; run 'dvc repro spacespan' first")
     items = select_items(pd.read_parquet(val_dir).to_dict("records"), p.max_items_per_task, p.seed)

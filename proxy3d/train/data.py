@@ -1,6 +1,6 @@
 """Training data of the four curriculum stages.
 
-Inputs: SpaceSpan Parquet ``<spacespan>/curriculum_stage=<n>/split=<s>/*.parquet`` (DESIGN §6) and the
+Inputs: SpaceSpan Parquet ``<spacespan>/records/curriculum_stage=<n>/split=<s>/*.parquet`` (DESIGN §6) and the
 object table ``<spacespan>/objects.parquet``; stage 4 also reads ``<proxies>/<scene>.safetensors``.
 Stages 1-3 use *simplified scenes* built from the object table (one fused identifier+symbol token per
 object at its centre); stage 4 uses real proxies.
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from proxy3d.io import spacespan_partition
 from proxy3d.model.inputs import Example, SceneInput, prompt_text
 from proxy3d.vocab import categories
 from proxy3d.vocab import identifier_token as obj
@@ -68,7 +69,7 @@ def load_objects(path: Path) -> dict[str, dict[str, SceneObjects]]:
 
 def load_rows(spacespan_dir: Path, stage: int, split: str) -> pd.DataFrame:
     """SpaceSpan rows of one curriculum stage and split (empty frame when that folder is absent)."""
-    folder = Path(spacespan_dir) / f"curriculum_stage={stage}" / f"split={split}"
+    folder = spacespan_partition(spacespan_dir, stage, split)
     files = sorted(folder.glob("*.parquet"))
     if not files:
         log.warning("no SpaceSpan rows in %s", folder)

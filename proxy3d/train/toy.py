@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
+from proxy3d.io import spacespan_partition
 from proxy3d.train.loop import StagePaths
 from proxy3d.types import Proxies, save_proxies
 from proxy3d.vocab import categories
@@ -82,7 +83,7 @@ def write_toy_inputs(root: Path, scenes: int = 8, seed: int = 0, labels: int = 2
     for st, rows in qa.items():
         df = pd.DataFrame(rows)
         for split in ("train", "val"):
-            d = paths.spacespan / f"curriculum_stage={st}" / f"split={split}"
+            d = spacespan_partition(paths.spacespan, st, split)
             d.mkdir(parents=True, exist_ok=True)
             df[df.split == split].to_parquet(d / "part-0.parquet", index=False)
     write_toy_symbols(paths.symbols)
