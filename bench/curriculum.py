@@ -45,7 +45,7 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=ROOT / "data")
     ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench_curriculum")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads (1 on a busy machine)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (train.threads); 1 is fastest on 2 shared cores")
     ap.add_argument("-S", "--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -63,7 +63,7 @@ def main() -> int:
         work = args.work / f"seed{seed}"
         shutil.rmtree(work, ignore_errors=True)
         paths, source = inputs(work, args.data)
-        params = load_params(args.params, [*args.set, f"train.seed={seed}", "train.device=cpu"])
+        params = load_params(args.params, [*args.set, f"train.seed={seed}", "train.device=cpu", f"train.threads={args.threads}"])
         row: dict[str, object] = {"seed": seed, "inputs": source}
         total = 0.0
         for st in args.stages:

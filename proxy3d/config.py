@@ -166,6 +166,7 @@ class TrainParams:
     checkpoint_every: int = 50
     log_every: int = 10
     probe_every: int = 0  # stage 1/2: val probes every N steps to tracking (0 = only at the end)
+    threads: int = 1  # torch CPU threads (0 = torch default); 1 is fastest on a shared 2-core machine
 
 
 @dataclass
@@ -213,10 +214,10 @@ class Params:
     symbols: SymbolsParams = field(default_factory=SymbolsParams)
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
-    train_stage1: StageParams = field(default_factory=lambda: StageParams(steps=1500, lr=2e-3))
-    train_stage2: StageParams = field(default_factory=lambda: StageParams(steps=300, lr=1e-3))
-    train_stage3: StageParams = field(default_factory=lambda: StageParams(steps=150, lr=1e-3))
-    train_stage4: StageParams = field(default_factory=lambda: StageParams(steps=150, lr=1e-3, batch_size=4))
+    train_stage1: StageParams = field(default_factory=lambda: StageParams(steps=600, lr=2e-3))
+    train_stage2: StageParams = field(default_factory=lambda: StageParams(steps=200, lr=1e-3))
+    train_stage3: StageParams = field(default_factory=lambda: StageParams(steps=100, lr=1e-3))
+    train_stage4: StageParams = field(default_factory=lambda: StageParams(steps=100, lr=1e-3, batch_size=4))
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)
 

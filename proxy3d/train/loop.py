@@ -96,6 +96,8 @@ def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
     """Train one stage into ``paths.checkpoints/stage<N>/``; ``stop_after`` stops early like a kill (tests)."""
     sp, tp = stage_params(params, stage), params.train
     device = ds.resolve_device(tp.device)
+    if device == "cpu" and tp.threads > 0:  # 2 threads on 2 busy cores ran ~20x slower than 1 (spin contention)
+        torch.set_num_threads(tp.threads)
     ds.init_distributed(device)
     torch.manual_seed(tp.seed + stage)
     objects = load_objects(paths.spacespan / "objects.parquet")
