@@ -13,12 +13,12 @@ import math
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from proxy3d.config import SynthParams
 from proxy3d.scenes import export
 from proxy3d.scenes.spec import SynthScene
 from proxy3d.scenes.synth.linalg import apply, compose, rigid_inverse
@@ -32,16 +32,8 @@ MIN_VISIBLE_PIXELS = 30  # an object counts as seen in a frame from this many pi
 UNANNOTATED_SEGMENT = 999_999  # segment of the ceiling: in the mesh, in no segGroup (like ScanNet)
 
 
-@dataclass
-class SynthConfig:
-    scenes: int = 12
-    seed: int = 0
-    frames: int = 32
-    width: int = 320
-    height: int = 240
-    val_fraction: float = 0.25
-    min_objects: int = 10
-    max_objects: int = 24
+# The generator's settings are the `synth:` section of params.yaml: one schema, no second copy.
+SynthConfig = SynthParams
 
 
 def scene_ids(n: int) -> list[str]:
