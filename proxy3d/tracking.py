@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -46,6 +47,14 @@ class NullTracker(Tracker):
     """Discards everything (tracking off, or tests)."""
 
 
+_INVALID_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. :/]")
+
+
+def mlflow_key(key: str) -> str:
+    """A metric/param name MLflow accepts: ``semantic@700.acc`` -> ``semantic_at_700.acc``; other characters -> ``_``."""
+    return _INVALID_KEY_CHARS.sub("_", key.replace("@", "_at_"))[:250]
+
+
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -68,7 +77,7 @@ class MlflowTracker(Tracker):
         from mlflow.entities import Param
 
         flat = _flatten(params)
-        items = [Param(k[:250], str(v)[:6000]) for k, v in sorted(flat.items())]
+        items = [Param(mlflow_key(k), str(v)[:6000]) for k, v in sorted(flat.items())]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
@@ -84,7 +93,7 @@ class MlflowTracker(Tracker):
                 fv = float(v)
             except (TypeError, ValueError):
                 continue
-            items.append(Metric(k[:250], fv, ts, step or 0))
+            items.append(Metric(mlflow_key(k), fv, ts, step or 0))
         for i in range(0, len(items), 500):
             self.client.log_batch(self.run_id, metrics=items[i : i + 500])
 

@@ -100,3 +100,20 @@ def test_tracking_nests_child_under_parent_in_real_mlflow(tmp_path: Path, monkey
     failed = [r for r in c.search_runs([exp.experiment_id]) if r.data.tags.get("mlflow.runName") == "symbols"]
     assert failed and failed[0].info.status == "FAILED"
     assert os.environ.get(tracking.PARENT_ENV) == parent.run_id
+
+
+def test_metric_names_mlflow_rejects_are_made_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evaluate logs variant names like 'semantic@700'; MLflow refuses '@' in metric names."""
+    from mlflow.tracking import MlflowClient
+
+    from proxy3d import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("PROXY3D_ROOT", str(tmp_path))
+    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    with tracking.start_run("evaluate", {"variant@700": "x"}, enabled_=True) as run:
+        run.log_metrics({"global_kmeans@700": {"tokens": 700.0}})
+    got = MlflowClient(uri).get_run(run.run_id).data
+    assert got.metrics == {"global_kmeans_at_700.tokens": 700.0}
+    assert got.params == {"variant_at_700": "x"}
