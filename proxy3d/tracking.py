@@ -319,3 +319,10 @@ def close_orphaned_runs(is_dead: Callable[[str], bool], experiment: str = "proxy
             client.set_terminated(r.info.run_id, status="KILLED")
             closed.append(r.info.run_id)
     return closed
+
+
+def stage_run(stage: str, params: Mapping[str, Any] | None, settings: Any) -> Any:
+    """:func:`start_run` configured by the params file's ``tracking:`` section (``TrackingParams``):
+    its experiment name, and ``enabled: false`` turns tracking off (``PROXY3D_TRACKING=0`` also does)."""
+    return start_run(stage, params, experiment=settings.experiment, enabled_=None if settings.enabled else False)
+

@@ -84,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="override a param, e.g. -S evaluate.max_items_per_task=50 (repeatable)")
     args = ap.parse_args(argv)
     params = load_params(args.params, args.set)
-    with tracking.start_run("evaluate", flat_dict(params.evaluate, "evaluate"), experiment=params.tracking.experiment,
-                            enabled_=None if params.tracking.enabled else False) as tr:
+    with tracking.stage_run("evaluate", flat_dict(params.evaluate, "evaluate"), params.tracking) as tr:
         metrics = run(params.evaluate, params.proxies, args.checkpoint, args.spacespan, args.proxies, args.triplets,
                       args.report, args.plots, tr, args.predictions)
     write_json(args.metrics, metrics)

@@ -70,8 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="override a param, e.g. -S proxies.budget=450 (repeatable)")
     args = ap.parse_args(argv)
     params = load_params(args.params, args.set)
-    with tracking.start_run("proxies", flat_dict(params.proxies, "proxies"), experiment=params.tracking.experiment,
-                            enabled_=None if params.tracking.enabled else False) as tr:
+    with tracking.stage_run("proxies", flat_dict(params.proxies, "proxies"), params.tracking) as tr:
         metrics = run(params.proxies, args.triplets, args.out, args.plot, tr)
     write_json(args.metrics, metrics)
     gap = metrics["semantic_minus_global_kmeans_acc50"]

@@ -55,9 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = list(args.set) + ([f"spacespan.master={args.master}"] if args.master else [])
     params = load_params(args.params, overrides)
     root = args.data if args.data is not None else Path(params.data.root)
-    with tracking.start_run("spacespan", flat_dict(params.spacespan, "spacespan"),
-                            experiment=params.tracking.experiment,
-                            enabled_=None if params.tracking.enabled else False) as tr:
+    with tracking.stage_run("spacespan", flat_dict(params.spacespan, "spacespan"), params.tracking) as tr:
         metrics = run(params.spacespan, root, args.out, tr)
     write_json(args.metrics, metrics)
     log.info("spacespan: %d records (%s), %d quarantined, %d duplicates removed -> %s", metrics["records"],

@@ -45,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="override a param, e.g. -S symbols.pipeline=/models/sd15 (repeatable)")
     args = ap.parse_args(argv)
     params = load_params(args.params, args.set)
-    with tracking.start_run("symbols", flat_dict(params.symbols, "symbols"),
-                            experiment=params.tracking.experiment, enabled_=None if params.tracking.enabled else False) as tr:
+    with tracking.stage_run("symbols", flat_dict(params.symbols, "symbols"), params.tracking) as tr:
         metrics = run(params.symbols, args.out, tr)
     write_json(args.metrics, metrics)
     log.info("symbols: %d icons + %d identifiers in %s (%.1f s rendering)", metrics["symbols"],

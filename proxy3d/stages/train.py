@@ -40,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     logged = {**flat_dict(params.model, "model"), **flat_dict(params.train, "train"),
               **flat_dict(stage_params(params, args.stage), name)}
     paths = StagePaths(args.spacespan, args.symbols, args.proxies, args.checkpoints)
-    with tracking.start_run(name, logged, experiment=params.tracking.experiment,
-                            enabled_=None if params.tracking.enabled else False) as tracker:
+    with tracking.stage_run(name, logged, params.tracking) as tracker:
         metrics = run(args.stage, params, paths, tracker)
         tracker.log_artifact(paths.checkpoints / f"stage{args.stage}" / "bundle.json", "checkpoint")
     write_json(args.metrics or Path("metrics") / f"{name}.json", metrics)
