@@ -95,7 +95,13 @@ class LocalServices:
     def api(self, method: str, path: str, **kw: Any) -> Any:
         import httpx
 
-        r = httpx.request(method, f"{self.prefect_api}{path}", timeout=30, **kw)
+        # The server answers 503 while its SQLite store is busy (seen in CI on a loaded 2-core machine):
+        # retry that status a bounded number of times; every other error is raised at once.
+        for attempt in range(6):
+            r = httpx.request(method, f"{self.prefect_api}{path}", timeout=30, **kw)
+            if r.status_code != 503 or attempt == 5:
+                break
+            time.sleep(2.0)
         r.raise_for_status()
         return r.json() if r.content else None
 
