@@ -4,6 +4,14 @@ Code receives a :class:`Tracker`; tests pass :class:`NullTracker`. :func:`start_
 for one pipeline step, nested under ``MLFLOW_PARENT_RUN_ID`` when that is set (so the Prefect flow's
 parent run collects one child per stage even across processes).
 
+Plain ``dvc repro`` / ``dvc exp run`` (no ``MLFLOW_PARENT_RUN_ID``): a stage finds the ``dvc`` process
+that runs it (DVC sets ``DVC_STAGE`` in every stage's environment; the process is found by walking parent
+pids in ``/proc``) and nests under that dvc execution's parent run, created by its first stage and tagged
+``dvc.invocation=<host>:<boot>:<pid>:<start ticks>``, so each ``dvc`` execution gets exactly one parent. The
+parent is re-opened RUNNING while a stage runs and ended FINISHED (FAILED once a stage failed) after it, so
+nothing is left running when dvc stops; parents of dvc processes that died are marked KILLED.
+A stage started by hand (not under dvc) opens a top-level run.
+
 Default store: ``sqlite:///<repo>/mlruns.db`` with artifacts in ``<repo>/mlartifacts``; a server via
 ``MLFLOW_TRACKING_URI``. ``PROXY3D_TRACKING=0`` turns tracking off.
 
@@ -18,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -27,6 +36,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 PARENT_ENV = "MLFLOW_PARENT_RUN_ID"
+DVC_STAGE_ENV = "DVC_STAGE"  # set by DVC in the environment of every stage command
 
 
 class Tracker:
@@ -175,9 +185,11 @@ def git_dirty() -> str:
 @contextmanager
 def start_run(stage: str, params: Mapping[str, Any] | None = None, experiment: str = "proxy3d",
               tags: Mapping[str, str] | None = None, enabled_: bool | None = None) -> Iterator[Tracker]:
-    """Open a run named ``stage`` (child of ``MLFLOW_PARENT_RUN_ID`` if set) and yield its tracker.
+    """Open a run named ``stage`` and yield its tracker.
 
-    The run ends FINISHED, or FAILED if the block raises (the exception propagates).
+    The run is a child of ``MLFLOW_PARENT_RUN_ID`` if set, else of the enclosing ``dvc`` execution's parent
+    run when a DVC stage runs it (see the module doc), else top-level. The run ends FINISHED, or FAILED if
+    the block raises (the exception propagates).
     """
     on = enabled() if enabled_ is None else enabled_
     if not on:
@@ -187,6 +199,12 @@ def start_run(stage: str, params: Mapping[str, Any] | None = None, experiment: s
     run_tags = {"mlflow.runName": stage, "proxy3d.stage": stage, "git_commit": git_commit(),
                 "git_dirty": git_dirty()}
     parent = os.environ.get(PARENT_ENV)
+    dvc_parent = None
+    if os.environ.get(DVC_STAGE_ENV):
+        run_tags["dvc.stage"] = os.environ[DVC_STAGE_ENV]
+        invocation = None if parent else dvc_invocation()
+        if invocation:
+            parent = dvc_parent = _open_dvc_parent(client, exp_id, *invocation)
     if parent:
         run_tags["mlflow.parentRunId"] = parent
     run_tags.update(tags or {})
@@ -198,6 +216,8 @@ def start_run(stage: str, params: Mapping[str, Any] | None = None, experiment: s
         yield tracker
     except BaseException:
         client.set_terminated(run.info.run_id, status="FAILED")
+        if dvc_parent:
+            _close_dvc_parent(client, dvc_parent, stage, run.info.run_id, failed=True)
         raise
     else:
         root = repo_root()
@@ -205,6 +225,114 @@ def start_run(stage: str, params: Mapping[str, Any] | None = None, experiment: s
             if (root / name).exists():
                 tracker.log_artifact(root / name, "pipeline")
         client.set_terminated(run.info.run_id, status="FINISHED")
+        if dvc_parent:
+            _close_dvc_parent(client, dvc_parent, stage, run.info.run_id, failed=False)
+
+
+# --- the parent run of a plain `dvc repro` / `dvc exp run` ---------------------------------------------------
+
+def _proc(pid: int) -> tuple[int, str, list[str]] | None:
+    """(parent pid, start time in clock ticks after boot, argv) of a Linux process; None if gone or unreadable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # "pid (comm) state ppid ...": comm may hold spaces
+    return int(fields[1]), fields[19], argv  # ppid is field 4, starttime field 22 of proc(5)
+
+
+def _dvc_args(argv: list[str]) -> list[str] | None:
+    """The arguments after ``dvc`` when ``argv`` runs DVC (``dvc repro``, ``python .venv/bin/dvc exp run``,
+    ``python -m dvc repro``), else None."""
+    for i, arg in enumerate(argv[:3]):
+        if Path(arg).name == "dvc" and (i < 2 or argv[i - 1] == "-m"):
+            return argv[i + 1:]
+    return None
+
+
+def _host_boot() -> str:
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    except OSError:
+        boot = "0"
+    return f"{socket.gethostname()}:{boot}"
+
+
+def dvc_invocation() -> tuple[str, str] | None:
+    """``(key, command)`` of the ``dvc`` process running this stage, or None when DVC does not run it.
+
+    ``key`` = ``<host>:<boot id>:<pid>:<start ticks>`` names one dvc execution (a second ``dvc repro``, even
+    reusing the pid, gets another key); ``command`` is e.g. ``dvc exp run -S proxies.budget=450``.
+    """
+    if not os.environ.get(DVC_STAGE_ENV):
+        return None
+    pid = os.getppid()
+    for _ in range(64):  # stage -> /bin/sh -c (DVC runs commands through a shell) -> dvc
+        info = _proc(pid)
+        if info is None:
+            break
+        ppid, start, argv = info
+        args = _dvc_args(argv)
+        if args is not None:
+            return f"{_host_boot()}:{pid}:{start}", " ".join(["dvc", *args])
+        if ppid <= 1:
+            break
+        pid = ppid
+    log.warning("%s is set but no dvc process was found among this process's parents (no /proc?); the run "
+                "of stage %s is not nested under a pipeline run", DVC_STAGE_ENV, os.environ[DVC_STAGE_ENV])
+    return None
+
+
+def _dvc_alive(key: str) -> bool:
+    """False when ``key`` names a dvc execution on this host that has ended (unknown hosts count as alive)."""
+    host_boot, pid, start = (key.rsplit(":", 2) + ["", ""])[:3]
+    if host_boot != _host_boot() or not pid.isdigit():
+        return True
+    info = _proc(int(pid))
+    return info is not None and info[1] == start
+
+
+def _open_dvc_parent(client: Any, exp_id: str, key: str, command: str) -> str:
+    """The parent run of dvc execution ``key``, re-opened RUNNING; the first stage creates it."""
+    found = client.search_runs([exp_id], f"tags.`dvc.invocation` = '{key}'", max_results=1)
+    if found:
+        client.update_run(found[0].info.run_id, status="RUNNING")
+        return found[0].info.run_id
+    running = client.search_runs([exp_id], "attributes.status = 'RUNNING' and tags.`proxy3d.driver` = 'dvc'",
+                                 max_results=200)
+    for run in running:  # dvc was killed mid-stage: nobody else will end its parent
+        if not _dvc_alive(run.data.tags.get("dvc.invocation", "")):
+            client.set_tag(run.info.run_id, "proxy3d.orphaned", "its dvc process ended without closing it")
+            client.set_terminated(run.info.run_id, status="KILLED")
+    name = command if len(command) <= 120 else command[:117] + "..."
+    tags = {"mlflow.runName": name, "proxy3d.kind": "pipeline", "proxy3d.driver": "dvc", "dvc.invocation": key,
+            "dvc.command": command[:5000], "git_commit": git_commit(), "git_dirty": git_dirty()}
+    run = client.create_run(exp_id, tags=tags, run_name=name)
+    params_file = Path(os.environ.get("DVC_ROOT") or repo_root()) / "params.yaml"  # DVC sets DVC_ROOT
+    if params_file.exists():
+        import yaml
+
+        MlflowTracker(client, run.info.run_id).log_params(yaml.safe_load(params_file.read_text()) or {})
+    log.info("MLflow parent run %s for '%s'", run.info.run_id, command)
+    return run.info.run_id
+
+
+def _close_dvc_parent(client: Any, parent_id: str, stage: str, child_id: str, failed: bool) -> None:
+    """After a stage: list it on the parent, copy its metrics as ``<stage>/<metric>``, end the parent
+    FINISHED, or FAILED once any stage of this dvc execution failed. Never masks the stage's own error."""
+    try:
+        tags = client.get_run(parent_id).data.tags
+        done = [s for s in tags.get("proxy3d.stages", "").split(",") if s] + [stage]
+        failures = [s for s in tags.get("proxy3d.failed_stages", "").split(",") if s] + ([stage] if failed else [])
+        client.set_tag(parent_id, "proxy3d.stages", ",".join(done))
+        if failures:
+            client.set_tag(parent_id, "proxy3d.failed_stages", ",".join(failures))
+        metrics = client.get_run(child_id).data.metrics
+        MlflowTracker(client, parent_id).log_metrics({f"{stage}/{k}": v for k, v in metrics.items()})
+        client.set_terminated(parent_id, status="FAILED" if failures else "FINISHED")
+    except Exception as e:  # noqa: BLE001 - the stage's result matters more than the parent's bookkeeping
+        log.warning("could not update MLflow parent run %s after stage %s: %s", parent_id, stage, e)
 
 
 @contextmanager

@@ -21,3 +21,27 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_exten
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory: pytest.TempPathFactory):
+    """Tracking on, against a fresh SQLite MLflow store in a temp folder (also PROXY3D_ROOT) for one test
+    module, with no inherited parent run or DVC stage; the environment is restored afterwards."""
+    root = tmp_path_factory.mktemp("mlflow")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlruns.db'}")
+        mp.setenv("PROXY3D_TRACKING", "1")
+        mp.setenv("PROXY3D_ROOT", str(root))
+        mp.delenv("MLFLOW_PARENT_RUN_ID", raising=False)
+        mp.delenv("DVC_STAGE", raising=False)
+        yield root
+
+
+@pytest.fixture
+def services_tracking(services, monkeypatch: pytest.MonkeyPatch):
+    """``proxy3d.tracking`` reading the MLflow server of the module's ``services`` fixture (tests/_servers.py)."""
+    from proxy3d import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", services.mlflow_url)
+    monkeypatch.setenv("PROXY3D_TRACKING", "1")
+    return tracking

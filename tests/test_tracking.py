@@ -23,20 +23,9 @@ with tracking.start_run(sys.argv[1], {"budget": int(sys.argv[2])}) as t:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("mlflow")
-    (root / "params.yaml").write_text("proxies: {budget: 700}\n")
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlruns.db'}", "PROXY3D_TRACKING": "1",
-           "PROXY3D_ROOT": str(root)}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    os.environ.pop(tracking.PARENT_ENV, None)
-    yield root
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+def store(mlflow_store: Path) -> Path:
+    (mlflow_store / "params.yaml").write_text("proxies: {budget: 700}\n")
+    return mlflow_store
 
 
 def child(stage: str, budget: int, mode: str = "ok") -> int:

@@ -1,0 +1,98 @@
+"""A plain `dvc repro` (no MLFLOW_PARENT_RUN_ID) gives one MLflow parent run per dvc execution, with one
+child per stage that ran, nothing left RUNNING; a failing stage fails its dvc execution's parent only.
+Real DVC on a throwaway two-stage project, real MLflow on SQLite."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows import demo_project
+from proxy3d import tracking
+
+DVC = str(Path(sys.executable).parent / "dvc")
+
+TWO_STAGES = demo_project.DVC_YAML.split("  evaluate:")[0]  # prepare -> proxies
+
+
+@pytest.fixture(scope="module")
+def store(mlflow_store: Path) -> Path:
+    """One SQLite store for the module; each test uses its own experiment."""
+    return mlflow_store
+
+
+def _repro(project: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    return subprocess.run([DVC, "repro"], cwd=project, env=env, capture_output=True, text=True, timeout=180)
+
+
+def test_each_dvc_repro_gets_one_parent_run(store: Path) -> None:
+    project = demo_project.create(store / "proj")
+    (project / "dvc.yaml").write_text(TWO_STAGES)
+    first = _repro(project)
+    assert first.returncode == 0, first.stdout + first.stderr
+    (parent,) = tracking.recent_runs(10)  # the stages are not top-level runs of their own
+    assert parent["status"] == "FINISHED" and parent["name"] == "dvc repro"
+    assert parent["tags"]["proxy3d.kind"] == "pipeline" and parent["tags"]["proxy3d.driver"] == "dvc"
+    assert parent["tags"]["proxy3d.stages"] == "prepare,proxies"
+    assert parent["params"]["proxies.budget"] == "700"  # params.yaml, so `proxy3d runs compare` can diff runs
+    assert parent["metrics"]["proxies/tokens_per_scene"] == 700.0
+    kids = tracking.child_runs(parent["run_id"])
+    assert [(k["name"], k["status"], k["tags"]["dvc.stage"]) for k in kids] == [
+        ("prepare", "FINISHED", "prepare"), ("proxies", "FINISHED", "proxies")]
+
+    # second execution: only `proxies` reruns, and it fails -> a new parent, FAILED, the first one untouched
+    params = project / "params.yaml"
+    params.write_text(params.read_text().replace("budget: 700", "budget: 450"))
+    (project / "FAIL_proxies").write_text("")
+    second = _repro(project)
+    assert second.returncode != 0 and "failed on purpose" in second.stdout + second.stderr
+    newest, older = tracking.recent_runs(10)
+    assert older["run_id"] == parent["run_id"] and older["status"] == "FINISHED"
+    assert newest["run_id"] != parent["run_id"] and newest["status"] == "FAILED"
+    assert newest["params"]["proxies.budget"] == "450" and newest["tags"]["proxy3d.failed_stages"] == "proxies"
+    assert [(k["name"], k["status"]) for k in tracking.child_runs(newest["run_id"])] == [("proxies", "FAILED")]
+    assert len(tracking.child_runs(parent["run_id"])) == 2
+
+
+def test_stage_outside_dvc_stays_top_level(store: Path, monkeypatch: pytest.MonkeyPatch,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    with tracking.start_run("proxies", experiment="by-hand") as by_hand:
+        pass
+    monkeypatch.setenv(tracking.DVC_STAGE_ENV, "proxies")  # DVC_STAGE leaked, but pytest has no dvc parent
+    with tracking.start_run("proxies", experiment="by-hand") as leaked:
+        pass
+    assert "no dvc process was found" in caplog.text
+    runs = {r["run_id"]: r for r in tracking.recent_runs(10, experiment="by-hand")}
+    assert set(runs) == {by_hand.run_id, leaked.run_id}
+    assert all("proxy3d.kind" not in r["tags"] and r["status"] == "FINISHED" for r in runs.values())
+
+
+def test_parent_of_a_dead_dvc_process_is_killed(store: Path) -> None:
+    client, exp_id = tracking._client_and_experiment("orphans")
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_key = f"{tracking._host_boot()}:{done.stdout.strip()}:1"  # that pid is gone (or reused, later start)
+    live_key = f"{tracking._host_boot()}:{os.getpid()}:{tracking._proc(os.getpid())[1]}"
+    assert not tracking._dvc_alive(dead_key) and tracking._dvc_alive(live_key)
+    assert tracking._dvc_alive("otherhost:1234abcd:1:1")  # other machines' runs are not ours to judge
+    dead = tracking._open_dvc_parent(client, exp_id, dead_key, "dvc repro")
+    assert tracking._open_dvc_parent(client, exp_id, dead_key, "dvc repro") == dead  # same execution: reused
+    fresh = tracking._open_dvc_parent(client, exp_id, live_key, "dvc exp run -S proxies.budget=450")
+    assert tracking.get_run(dead)["status"] == "KILLED"
+    assert tracking.get_run(fresh)["status"] == "RUNNING" and tracking.get_run(fresh)["name"].startswith("dvc exp")
+
+
+@pytest.mark.parametrize(("argv", "args"), [
+    (["/w/.venv/bin/python", "/w/.venv/bin/dvc", "repro", "proxies"], ["repro", "proxies"]),
+    (["dvc", "exp", "run", "-S", "proxies.budget=450"], ["exp", "run", "-S", "proxies.budget=450"]),
+    (["python3", "-m", "dvc", "repro"], ["repro"]),
+    (["/bin/sh", "-c", "dvc repro"], None),
+    (["/bin/sh", "-c", "dvc"], None),
+    (["python", "stage.py", "dvc"], None),
+])
+def test_dvc_command_lines(argv: list[str], args: list[str] | None) -> None:
+    assert tracking._dvc_args(argv) == args
