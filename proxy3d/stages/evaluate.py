@@ -6,7 +6,6 @@ Tables 2-4), ``reports/eval/*.png`` and the generated texts ``reports/eval_predi
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from proxy3d import tracking
-from proxy3d.config import EvaluateParams, ProxiesParams, flat_dict, load_params
+from proxy3d.config import EvaluateParams, ProxiesParams, flat_dict
 from proxy3d.eval.evaluate import (
     SceneInputs,
     build_variants,
@@ -26,6 +25,7 @@ from proxy3d.eval.evaluate import (
 from proxy3d.eval.records import load_gt_boxes
 from proxy3d.eval.report import write_report
 from proxy3d.io import spacespan_partition, write_json
+from proxy3d.stages._common import load_stage_params, stage_parser
 from proxy3d.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -66,24 +66,20 @@ def run(p: EvaluateParams, pp: ProxiesParams, ckpt_dir: Path, spacespan_dir: Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="proxy3d evaluate",
-        description="Evaluate the stage-4 model on the val split of every task (batched greedy generation), "
-        "with baselines (blind, random object, global k-means proxies) and token budgets in one table.")
-    ap.add_argument("--params", default="params.yaml", help="params file (sections 'evaluate:', 'proxies:')")
+    ap = stage_parser(
+        "evaluate", "Evaluate the stage-4 model on the val split of every task (batched greedy generation), "
+        "with baselines (blind, random object, global k-means proxies) and token budgets in one table.",
+        "sections 'evaluate:', 'proxies:'", Path("metrics/eval.json"), "evaluate.max_items_per_task=50")
     ap.add_argument("--checkpoint", type=Path, default=Path("artifacts/checkpoints/stage4"), help="stage-4 model dir")
     ap.add_argument("--spacespan", type=Path, default=Path("artifacts/spacespan"), help="SpaceSpan output dir")
     ap.add_argument("--proxies", type=Path, default=Path("artifacts/proxies"), help="proxies of the default method/budget")
     ap.add_argument("--triplets", type=Path, default=Path("artifacts/triplets"), help="triplets (other methods/budgets)")
-    ap.add_argument("--metrics", type=Path, default=Path("metrics/eval.json"), help="metrics JSON to write")
     ap.add_argument("--report", type=Path, default=Path("reports/eval.md"), help="Markdown report to write")
     ap.add_argument("--plots", type=Path, default=Path("reports/eval"), help="folder for the PNG plots")
     ap.add_argument("--predictions", type=Path, default=Path("reports/eval_predictions.json"),
                     help="generated texts of every variant (JSON)")
-    ap.add_argument("-S", "--set", action="append", default=[], metavar="evaluate.KEY=VALUE",
-                    help="override a param, e.g. -S evaluate.max_items_per_task=50 (repeatable)")
     args = ap.parse_args(argv)
-    params = load_params(args.params, args.set)
+    params = load_stage_params(args)
     with tracking.stage_run("evaluate", flat_dict(params.evaluate, "evaluate"), params.tracking) as tr:
         metrics = run(params.evaluate, params.proxies, args.checkpoint, args.spacespan, args.proxies, args.triplets,
                       args.report, args.plots, tr, args.predictions)

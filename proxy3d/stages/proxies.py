@@ -7,7 +7,6 @@ label-noise model: purity, coverage, oracle grounding Acc@0.25/0.5) and ``report
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -15,8 +14,9 @@ import numpy as np
 from tqdm import tqdm
 
 from proxy3d import tracking
-from proxy3d.config import ProxiesParams, flat_dict, load_params
+from proxy3d.config import ProxiesParams, flat_dict
 from proxy3d.io import write_json
+from proxy3d.stages._common import load_stage_params, stage_parser
 from proxy3d.tokenizer import ProxyTokenizer
 from proxy3d.tokenizer.quality import evaluate_grid
 from proxy3d.tokenizer.report import plot_budget
@@ -56,20 +56,16 @@ def run(p: ProxiesParams, triplets_dir: Path, out_dir: Path, plot_path: Path, tr
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="proxy3d proxies",
-        description="Turn every scene's patch triplets into proxy tokens (semantic grouping, allocation, "
+    ap = stage_parser(
+        "proxies", "Turn every scene's patch triplets into proxy tokens (semantic grouping, allocation, "
         "k-means, BFS order) and measure every method x budget: purity, coverage, oracle grounding, "
-        "with ground-truth and noisy labels.")
-    ap.add_argument("--params", default="params.yaml", help="params file (section 'proxies:')")
+        "with ground-truth and noisy labels.", "section 'proxies:'", Path("metrics/proxies.json"),
+        "proxies.budget=450")
     ap.add_argument("--triplets", type=Path, default=Path("artifacts/triplets"), help="folder of <scene>.safetensors triplets")
     ap.add_argument("--out", type=Path, default=Path("artifacts/proxies"), help="output folder for <scene>.safetensors proxies")
-    ap.add_argument("--metrics", type=Path, default=Path("metrics/proxies.json"), help="metrics JSON to write")
     ap.add_argument("--plot", type=Path, default=Path("reports/proxies_budget.png"), help="accuracy-vs-tokens PNG")
-    ap.add_argument("-S", "--set", action="append", default=[], metavar="proxies.KEY=VALUE",
-                    help="override a param, e.g. -S proxies.budget=450 (repeatable)")
     args = ap.parse_args(argv)
-    params = load_params(args.params, args.set)
+    params = load_stage_params(args)
     with tracking.stage_run("proxies", flat_dict(params.proxies, "proxies"), params.tracking) as tr:
         metrics = run(params.proxies, args.triplets, args.out, args.plot, tr)
     write_json(args.metrics, metrics)

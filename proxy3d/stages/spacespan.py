@@ -7,16 +7,16 @@ Reads every source in ``spacespan.sources`` (paths relative to ``data.root``) an
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 from typing import Any
 
 from proxy3d import tracking
-from proxy3d.config import SpaceSpanParams, flat_dict, load_params
+from proxy3d.config import SpaceSpanParams, flat_dict
 from proxy3d.io import write_json
 from proxy3d.spacespan import assemble, get_spark, resolve_sources
 from proxy3d.spacespan.objects import load_rows
+from proxy3d.stages._common import load_stage_params, stage_parser
 from proxy3d.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -37,23 +37,17 @@ def run(p: SpaceSpanParams, data_root: Path, out_dir: Path, tracker: Tracker) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="proxy3d spacespan",
-        description="Assemble SpaceSpan with PySpark: read ScanRefer, Multi3DRefer, ScanQA, SQA3D, Scan2Cap, MMScan QA "
-        "and VSI-Bench files in their public formats, quarantine bad records (with a reason), de-duplicate, split "
+    ap = stage_parser(
+        "spacespan", "Assemble SpaceSpan with PySpark: read ScanRefer, Multi3DRefer, ScanQA, SQA3D, Scan2Cap, MMScan "
+        "QA and VSI-Bench files in their public formats, quarantine bad records (with a reason), de-duplicate, split "
         "by scene, add curriculum stage 1-3 items, and write Parquet partitioned by curriculum_stage and split.",
-    )
-    ap.add_argument("--params", default="params.yaml", help="params file (sections 'data:' and 'spacespan:')")
+        "sections 'data:' and 'spacespan:'", Path("metrics/spacespan.json"), "spacespan.val_fraction=0.2")
     ap.add_argument("--data", type=Path, default=None, help="data root (default: data.root from params)")
     ap.add_argument("--out", type=Path, default=Path("artifacts/spacespan"), help="output folder")
-    ap.add_argument("--metrics", type=Path, default=Path("metrics/spacespan.json"), help="metrics JSON to write")
     ap.add_argument("--master", default=None, help="Spark master, e.g. local[4] or spark://host:7077 "
                     "(default: spacespan.master)")
-    ap.add_argument("-S", "--set", action="append", default=[], metavar="spacespan.KEY=VALUE",
-                    help="override a param, e.g. -S spacespan.val_fraction=0.2 (repeatable)")
     args = ap.parse_args(argv)
-    overrides = list(args.set) + ([f"spacespan.master={args.master}"] if args.master else [])
-    params = load_params(args.params, overrides)
+    params = load_stage_params(args, [f"spacespan.master={args.master}"] if args.master else [])
     root = args.data if args.data is not None else Path(params.data.root)
     with tracking.stage_run("spacespan", flat_dict(params.spacespan, "spacespan"), params.tracking) as tr:
         metrics = run(params.spacespan, root, args.out, tr)

@@ -6,13 +6,13 @@ metrics to ``metrics/symbols.json``. Rerunning skips files whose hash matches th
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
 from proxy3d import tracking
-from proxy3d.config import SymbolsParams, flat_dict, load_params
+from proxy3d.config import SymbolsParams, flat_dict
 from proxy3d.io import write_json
+from proxy3d.stages._common import load_stage_params, stage_parser
 from proxy3d.symbols import render_maps
 from proxy3d.tracking import Tracker
 
@@ -32,19 +32,14 @@ def run(p: SymbolsParams, out_dir: Path, tracker: Tracker) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="proxy3d symbols",
-        description="Render one icon per category with a Stable Diffusion pipeline (symbols.pipeline: 'tiny' "
+    ap = stage_parser(
+        "symbols", "Render one icon per category with a Stable Diffusion pipeline (symbols.pipeline: 'tiny' "
         "random-init offline, or a local checkpoint folder) and the <OBJ000>..<OBJ099> numeral maps. "
         "Existing files whose sha256 matches the manifest are skipped.",
-    )
-    ap.add_argument("--params", default="params.yaml", help="params file (section 'symbols:')")
+        "section 'symbols:'", Path("metrics/symbols.json"), "symbols.pipeline=/models/sd15")
     ap.add_argument("--out", type=Path, default=Path("artifacts/symbols"), help="output folder")
-    ap.add_argument("--metrics", type=Path, default=Path("metrics/symbols.json"), help="metrics JSON to write")
-    ap.add_argument("-S", "--set", action="append", default=[], metavar="symbols.KEY=VALUE",
-                    help="override a param, e.g. -S symbols.pipeline=/models/sd15 (repeatable)")
     args = ap.parse_args(argv)
-    params = load_params(args.params, args.set)
+    params = load_stage_params(args)
     with tracking.stage_run("symbols", flat_dict(params.symbols, "symbols"), params.tracking) as tr:
         metrics = run(params.symbols, args.out, tr)
     write_json(args.metrics, metrics)

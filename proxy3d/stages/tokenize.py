@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from proxy3d.config import load_params
+from proxy3d.stages._common import command_parser
 from proxy3d.tokenizer import METHODS, ProxyTokenizer
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="proxy3d tokenize",
-        description="Turn patch triplets (<scene>.safetensors from the triplets stage) into proxy tokens "
+    ap = command_parser(
+        "tokenize", "Turn patch triplets (<scene>.safetensors from the triplets stage) into proxy tokens "
         "saved as <out>/<scene>.safetensors. Unset options come from params.yaml's 'proxies:' section.")
     ap.add_argument("triplets", type=Path, help="a triplets .safetensors file or a folder of them")
     ap.add_argument("--budget", type=int, default=None, help="max tokens per scene (default: proxies.budget)")

@@ -7,13 +7,13 @@ its last checkpoint in ``artifacts/checkpoints/stage<N>/ds``.
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
 from proxy3d import tracking
-from proxy3d.config import Params, flat_dict, load_params
+from proxy3d.config import Params, flat_dict
 from proxy3d.io import write_json
+from proxy3d.stages._common import load_stage_params, stage_parser
 from proxy3d.tracking import Tracker
 from proxy3d.train.loop import StagePaths, stage_params, train_stage
 
@@ -23,19 +23,17 @@ def run(stage: int, params: Params, paths: StagePaths, tracker: Tracker) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="proxy3d train", description="Train curriculum stage N (1-4) with DeepSpeed; "
-                                 "each stage starts from the previous stage's checkpoint.")
+    ap = stage_parser("train", "Train curriculum stage N (1-4) with DeepSpeed; each stage starts from the previous "
+                      "stage's checkpoint.", "sections model, train, train_stage<N>", None, "train.seed=1",
+                      metrics_help="metrics JSON (default metrics/train_stage<N>.json)", metavar="SECTION.KEY=VALUE")
     ap.add_argument("--stage", type=int, required=True, choices=[1, 2, 3, 4], help="curriculum stage")
-    ap.add_argument("--params", default="params.yaml", help="params file (sections model, train, train_stage<N>)")
     ap.add_argument("--spacespan", type=Path, default=Path("artifacts/spacespan"), help="SpaceSpan output dir")
     ap.add_argument("--symbols", type=Path, default=Path("artifacts/symbols"), help="symbol/identifier maps dir")
     ap.add_argument("--proxies", type=Path, default=Path("artifacts/proxies"), help="proxies dir (stage 4)")
     ap.add_argument("--checkpoints", type=Path, default=Path("artifacts/checkpoints"), help="checkpoints root")
-    ap.add_argument("--metrics", type=Path, default=None, help="metrics JSON (default metrics/train_stage<N>.json)")
-    ap.add_argument("-S", "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a param")
     args = ap.parse_args(argv)
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(".cache/torch_extensions").resolve()))
-    params = load_params(args.params, args.set)
+    params = load_stage_params(args)
     name = f"train_stage{args.stage}"
     logged = {**flat_dict(params.model, "model"), **flat_dict(params.train, "train"),
               **flat_dict(stage_params(params, args.stage), name)}

@@ -6,14 +6,14 @@ Reads ``<data>/scenes/<scene_id>/`` (ScanNet export layout) through ``proxy3d.sc
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
 from proxy3d import tracking
-from proxy3d.config import DataParams, PerceptionParams, flat_dict, load_params
+from proxy3d.config import DataParams, PerceptionParams, flat_dict
 from proxy3d.io import validate_scene_id, write_json
 from proxy3d.perception.triplets import builder_from_params
+from proxy3d.stages._common import load_stage_params, stage_parser
 from proxy3d.tracking import Tracker
 from proxy3d.types import save_triplets
 
@@ -55,21 +55,16 @@ def run(p: PerceptionParams, data: DataParams, scenes_root: Path, out_dir: Path,
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="proxy3d triplets",
-        description="Per scene: 2D encoder features (perception.encoder), world points (perception.geometry: depth | "
+    ap = stage_parser(
+        "triplets", "Per scene: 2D encoder features (perception.encoder), world points (perception.geometry: depth | "
         "vggt) and instance masks (perception.masks: gt | sam2) fused into patch triplets (f, p, m), saved as "
-        "<out>/<scene_id>.safetensors.",
-    )
-    ap.add_argument("--params", default="params.yaml", help="params file (sections 'data:' and 'perception:')")
+        "<out>/<scene_id>.safetensors.", "sections 'data:' and 'perception:'", Path("metrics/triplets.json"),
+        "perception.encoder=qwen2_5_vl")
     ap.add_argument("--data", type=Path, default=None, help="data root (default: data.root from params)")
     ap.add_argument("--out", type=Path, default=Path("artifacts/triplets"), help="output folder")
-    ap.add_argument("--metrics", type=Path, default=Path("metrics/triplets.json"), help="metrics JSON to write")
     ap.add_argument("--scenes", default="", help="comma-separated scene ids (default: every scene)")
-    ap.add_argument("-S", "--set", action="append", default=[], metavar="perception.KEY=VALUE",
-                    help="override a param, e.g. -S perception.encoder=qwen2_5_vl (repeatable)")
     args = ap.parse_args(argv)
-    params = load_params(args.params, args.set)
+    params = load_stage_params(args)
     root = args.data if args.data is not None else Path(params.data.root)
     scene_ids = [s.strip() for s in args.scenes.split(",") if s.strip()] or None
     with tracking.stage_run("triplets", flat_dict(params.perception, "perception"), params.tracking) as tr:
