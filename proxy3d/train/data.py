@@ -67,12 +67,21 @@ def load_objects(path: Path) -> dict[str, dict[str, SceneObjects]]:
     return out
 
 
-def load_rows(spacespan_dir: Path, stage: int, split: str) -> pd.DataFrame:
-    """SpaceSpan rows of one curriculum stage and split (empty frame when that folder is absent)."""
+def load_rows(spacespan_dir: Path, stage: int, split: str, required: bool | None = None) -> pd.DataFrame:
+    """SpaceSpan rows of one curriculum stage and split, sorted by id.
+
+    A missing partition folder raises FileNotFoundError (naming it and the fix) when ``required``; by default
+    the train split of stages 3 and 4 is required (they learn only from SpaceSpan rows), while stage 1/2 rows
+    and val splits are optional (stages 1/2 also generate templated questions): a warning, an empty frame.
+    """
     folder = spacespan_partition(spacespan_dir, stage, split)
     files = sorted(folder.glob("*.parquet"))
     if not files:
-        log.warning("no SpaceSpan rows in %s", folder)
+        if required if required is not None else (split == "train" and stage >= 3):
+            raise FileNotFoundError(
+                f"{folder}: no SpaceSpan rows for curriculum stage {stage}, split {split!r}; run `proxy3d spacespan` "
+                f"(or `dvc repro spacespan`) to rebuild {spacespan_dir}, or pass the right --spacespan folder")
+        log.warning("no SpaceSpan rows in %s (curriculum stage %d, split %s): none used", folder, stage, split)
         return pd.DataFrame()
     df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     return df.sort_values("id", kind="stable").reset_index(drop=True) if "id" in df.columns else df
