@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 
 PYTEST_ARGS ?=
 
-.PHONY: help install demo data test test-slow test-browser lint services services-stop clean
+.PHONY: help install demo data test test-slow test-browser test-services lint services services-stop clean dvc-screenshot
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -38,8 +38,14 @@ test-slow: install  ## run slow tests
 test-browser: install  ## run the real-Chromium UI tests (needs /usr/bin/chromium)
 	@$(PY) -m pytest -m "browser" $(PYTEST_ARGS)
 
+test-services: install  ## run the real-server tests (Prefect server + worker, MLflow server; ~5 min)
+	@$(PY) -m pytest -m "services and not browser and not gpu" $(PYTEST_ARGS)
+
 lint: install  ## ruff
-	@$(VENV)/bin/ruff check proxy3d flows tests bench
+	@$(VENV)/bin/ruff check proxy3d flows tests bench scripts
+
+dvc-screenshot: install  ## regenerate docs/img/dvc.png (dvc dag + dvc exp show in Chromium) after dvc repro
+	@$(PY) scripts/dvc_screenshot.py
 
 clean:  ## remove pipeline outputs (keeps data/ and .venv)
 	rm -rf artifacts metrics reports mlruns.db mlartifacts

@@ -1,7 +1,8 @@
 """The UI in real Chromium (Debian chromium + pip playwright, never `playwright install`): click
 Run → Quick run on a deployment in the Prefect UI, wait for Completed, then find the parent run, its
 child runs and metrics in the MLflow UI; and compare two pipeline runs with different budgets in
-MLflow's compare view. Screenshots go to test-artifacts/ (CI keeps them).
+MLflow's compare view. Screenshots go to test-artifacts/ (CI keeps them). Also: scripts/dvc_screenshot.py
+(docs/img/dvc.png) renders real `dvc dag` / `dvc exp show` output.
 
 Uses the throwaway DVC project (flows.demo_project) so each click costs seconds, not the real pipeline's
 minutes. Needs /usr/bin/chromium (scripts/install_browser.sh)."""
@@ -13,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+from _servers import parent_of, running_services
 
-from flows import demo_project
 from flows.testing import LocalServices
 
 pytestmark = [pytest.mark.browser, pytest.mark.services]
@@ -31,12 +32,8 @@ UI_TIMEOUT_MS = 90_000
 def services(tmp_path_factory: pytest.TempPathFactory):
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} missing: run scripts/install_browser.sh (apt-get install chromium)")
-    root = tmp_path_factory.mktemp("browser")
-    svc = LocalServices(demo_project.create(root / "toy", pool="ui-pool"), root, pool="ui-pool")
-    try:
-        yield svc.start()
-    finally:
-        svc.stop()
+    with running_services(tmp_path_factory, "browser", pool="ui-pool") as svc:
+        yield svc
 
 
 @pytest.fixture(scope="module")
@@ -52,25 +49,10 @@ def page(services: LocalServices):
         browser.close()
 
 
-@pytest.fixture
-def tracking(services: LocalServices, monkeypatch: pytest.MonkeyPatch):
-    from proxy3d import tracking as t
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", services.mlflow_url)
-    monkeypatch.setenv("PROXY3D_TRACKING", "1")
-    return t
-
-
 def _flow_runs(services: LocalServices, deployment_id: str) -> list[str]:
     runs = services.api("POST", "/flow_runs/filter",
                         json={"flow_runs": {"deployment_id": {"any_": [deployment_id]}}, "limit": 50})
     return [r["id"] for r in runs]
-
-
-def _parent(tracking, flow_run_id: str) -> dict:
-    (run,) = [r for r in tracking.recent_runs(20, pipelines_only=True)
-              if r["tags"].get("prefect.flow_run_id") == flow_run_id]
-    return run
 
 
 def _experiment_id(services: LocalServices) -> str:
@@ -83,7 +65,7 @@ def _experiment_id(services: LocalServices) -> str:
 
 
 @pytest.mark.timeout(600)
-def test_quick_run_from_prefect_ui_shows_up_in_mlflow_ui(services: LocalServices, page, tracking) -> None:
+def test_quick_run_from_prefect_ui_shows_up_in_mlflow_ui(services: LocalServices, page, services_tracking) -> None:
     dep = services.deployment_id("pipeline", "toy-pipeline")
     before = set(_flow_runs(services, dep))
 
@@ -104,7 +86,7 @@ def test_quick_run_from_prefect_ui_shows_up_in_mlflow_ui(services: LocalServices
     page.screenshot(path=str(SHOTS / "prefect_flow_run_completed.png"), full_page=True)
     assert services.flow_run(flow_run)["state"]["type"] == "COMPLETED"
 
-    parent = _parent(tracking, flow_run)
+    parent = parent_of(services_tracking, flow_run)
     exp = _experiment_id(services)
     page.goto(f"{services.mlflow_url}/#/experiments/{exp}/runs/{parent['run_id']}", wait_until="domcontentloaded")
     page.get_by_text("Child runs").first.wait_for()
@@ -120,13 +102,13 @@ def test_quick_run_from_prefect_ui_shows_up_in_mlflow_ui(services: LocalServices
 
 
 @pytest.mark.timeout(600)
-def test_two_budgets_side_by_side_in_mlflow_compare(services: LocalServices, page, tracking) -> None:
+def test_two_budgets_side_by_side_in_mlflow_compare(services: LocalServices, page, services_tracking) -> None:
     ids = []
     for budget in (450, 1000):
         fr = services.run_deployment("pipeline", "toy-pipeline", {"budget": budget})
         services.wait_state(fr, {"COMPLETED", "FAILED", "CRASHED"}, timeout=360)
         assert services.flow_run(fr)["state"]["type"] == "COMPLETED"
-        ids.append(_parent(tracking, fr)["run_id"])
+        ids.append(parent_of(services_tracking, fr)["run_id"])
     exp = _experiment_id(services)
     runs = "[" + ",".join(f'"{i}"' for i in ids) + "]"
     page.goto(f'{services.mlflow_url}/#/compare-runs?runs={runs}&experiments=["{exp}"]',
@@ -136,3 +118,28 @@ def test_two_budgets_side_by_side_in_mlflow_compare(services: LocalServices, pag
     body = page.inner_text("body")
     assert "450" in body and "1000" in body
     page.screenshot(path=str(SHOTS / "mlflow_compare_budgets.png"), full_page=True)
+
+
+@pytest.mark.timeout(300)
+def test_dvc_screenshot_script_renders_real_dvc_output(tmp_path: Path) -> None:
+    """scripts/dvc_screenshot.py (docs/img/dvc.png) on a throwaway project: a PNG of dvc dag + dvc exp show."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from flows import demo_project
+
+    project = demo_project.create(tmp_path / "toy")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PROXY3D_TRACKING": "0"}
+    subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=project, env=env, check=True,
+                   capture_output=True, timeout=180)
+    out = tmp_path / "dvc.png"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts/dvc_screenshot.py"), "--project", str(project),
+                           "--out", str(out), "--html", str(tmp_path / "dvc.html")], env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "dvc.html").read_text()
+    assert all(f"| {stage} |" in page for stage in ("prepare", "proxies", "evaluate"))  # dvc dag's boxes
+    assert "tokens_per_scene" in page and "proxies.budget" in page and " 700 " in page  # dvc exp show's row
+    width, height = Image.open(out).size
+    assert width > 300 and height > 200

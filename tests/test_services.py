@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+from _servers import parent_of, running_services
 
-from flows import demo_project
 from flows.testing import LocalServices
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -19,46 +19,24 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("services")
-    project = demo_project.create(root / "toy", pool="toy-pool")
-    svc = LocalServices(project, root, pool="toy-pool", zombie_after=60)
-    try:
-        svc.start()
+    with running_services(tmp_path_factory, "services", pool="toy-pool") as svc:
         yield svc
-    finally:
-        svc.stop()
-
-
-@pytest.fixture
-def mlflow(services: LocalServices, monkeypatch: pytest.MonkeyPatch):
-    from proxy3d import tracking
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", services.mlflow_url)
-    monkeypatch.setenv("PROXY3D_TRACKING", "1")
-    return tracking
-
-
-def parent_of(tracking, flow_run_id: str) -> dict:
-    runs = [r for r in tracking.recent_runs(20, pipelines_only=True)
-            if r["tags"].get("prefect.flow_run_id") == flow_run_id]
-    assert runs, f"no MLflow parent run tagged with flow run {flow_run_id}"
-    return runs[0]
 
 
 @pytest.mark.timeout(420)
-def test_deployment_run_is_tracked_as_parent_with_children(services: LocalServices, mlflow) -> None:
+def test_deployment_run_is_tracked_as_parent_with_children(services: LocalServices, services_tracking) -> None:
     fr = services.run_deployment("pipeline", "toy-pipeline")
     services.wait_state(fr, {"COMPLETED", "FAILED", "CRASHED"}, timeout=360)
     assert services.flow_run(fr)["state"]["type"] == "COMPLETED"
-    parent = parent_of(mlflow, fr)
+    parent = parent_of(services_tracking, fr)
     assert parent["status"] == "FINISHED"
-    kids = {c["name"]: c for c in mlflow.child_runs(parent["run_id"])}
+    kids = {c["name"]: c for c in services_tracking.child_runs(parent["run_id"])}
     assert set(kids) == {"prepare", "proxies", "evaluate"}
     assert all(k["tags"]["dvc.stage_hash"] != "none" for k in kids.values())
 
 
 @pytest.mark.timeout(420)
-def test_failing_stage_fails_flow_and_mlflow_runs(services: LocalServices, mlflow) -> None:
+def test_failing_stage_fails_flow_and_mlflow_runs(services: LocalServices, services_tracking) -> None:
     flag = services.project / "FAIL_evaluate"
     flag.write_text("")
     try:
@@ -68,9 +46,9 @@ def test_failing_stage_fails_flow_and_mlflow_runs(services: LocalServices, mlflo
         flag.unlink()
     assert services.flow_run(fr)["state"]["type"] == "FAILED"
     assert "failed on purpose" in services.flow_run_logs(fr)
-    parent = parent_of(mlflow, fr)
+    parent = parent_of(services_tracking, fr)
     assert parent["status"] == "FAILED"
-    kids = {c["name"]: c["status"] for c in mlflow.child_runs(parent["run_id"])}
+    kids = {c["name"]: c["status"] for c in services_tracking.child_runs(parent["run_id"])}
     assert kids == {"prepare": "FINISHED", "proxies": "FINISHED", "evaluate": "FAILED"}
 
 
@@ -96,7 +74,7 @@ def test_two_runs_queue_instead_of_colliding(services: LocalServices) -> None:
 
 
 @pytest.mark.timeout(600)
-def test_killed_worker_crashes_the_run_and_a_rerun_resumes(services: LocalServices, mlflow) -> None:
+def test_killed_worker_crashes_the_run_and_a_rerun_resumes(services: LocalServices, services_tracking) -> None:
     (services.project / "SLEEP_proxies").write_text("120")
     seen = services.log("prefect-worker").count("python stage.py proxies")
     fr = services.run_deployment("pipeline", "toy-pipeline", {"budget": 777})
@@ -115,10 +93,10 @@ def test_killed_worker_crashes_the_run_and_a_rerun_resumes(services: LocalServic
     again = services.run_deployment("pipeline", "toy-pipeline", {"budget": 777})
     services.wait_state(again, {"COMPLETED", "FAILED", "CRASHED"}, timeout=300)
     assert services.flow_run(again)["state"]["type"] == "COMPLETED"
-    kids = {c["name"]: c for c in mlflow.child_runs(parent_of(mlflow, again)["run_id"])}
+    kids = {c["name"]: c for c in services_tracking.child_runs(parent_of(services_tracking, again)["run_id"])}
     assert kids["prepare"]["tags"]["proxy3d.skipped"] == "true"  # finished before the kill: not redone
     assert kids["proxies"]["tags"]["proxy3d.skipped"] == "false"
-    assert parent_of(mlflow, fr)["status"] == "KILLED"  # the orphaned parent was closed by the rerun
+    assert parent_of(services_tracking, fr)["status"] == "KILLED"  # the orphaned parent was closed by the rerun
 
 
 @pytest.mark.timeout(180)
