@@ -5,11 +5,12 @@ for one pipeline step, nested under ``MLFLOW_PARENT_RUN_ID`` when that is set (s
 parent run collects one child per stage even across processes).
 
 Plain ``dvc repro`` / ``dvc exp run`` (no ``MLFLOW_PARENT_RUN_ID``): a stage finds the ``dvc`` process
-that runs it (DVC sets ``DVC_STAGE`` in every stage's environment; the process is found by walking parent
-pids in ``/proc``) and nests under that dvc execution's parent run, created by its first stage and tagged
-``dvc.invocation=<host>:<boot>:<pid>:<start ticks>``, so each ``dvc`` execution gets exactly one parent. The
-parent is re-opened RUNNING while a stage runs and ended FINISHED (FAILED once a stage failed) after it, so
-nothing is left running when dvc stops; parents of dvc processes that died are marked KILLED.
+that runs it (DVC sets ``DVC_STAGE`` in every stage's environment; :mod:`proxy3d.dvcproc` finds the process
+by walking parent pids in ``/proc``) and nests under that dvc execution's parent run, created by its first
+stage and tagged ``dvc.invocation=<host>:<boot>:<pid>:<start ticks>``, so each ``dvc`` execution gets
+exactly one parent. The parent is re-opened RUNNING while a stage runs and ended FINISHED (FAILED once a
+stage failed) after it, so nothing is left running when dvc stops; parents of dvc processes that died are
+marked KILLED.
 A stage started by hand (not under dvc) opens a top-level run.
 
 Default store: ``sqlite:///<repo>/mlruns.db`` with artifacts in ``<repo>/mlartifacts``; a server via
@@ -26,17 +27,17 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from proxy3d.dvcproc import DVC_STAGE_ENV, dvc_alive, dvc_invocation
+
 log = logging.getLogger(__name__)
 
 PARENT_ENV = "MLFLOW_PARENT_RUN_ID"
-DVC_STAGE_ENV = "DVC_STAGE"  # set by DVC in the environment of every stage command
 
 
 class Tracker:
@@ -231,68 +232,6 @@ def start_run(stage: str, params: Mapping[str, Any] | None = None, experiment: s
 
 # --- the parent run of a plain `dvc repro` / `dvc exp run` ---------------------------------------------------
 
-def _proc(pid: int) -> tuple[int, str, list[str]] | None:
-    """(parent pid, start time in clock ticks after boot, argv) of a Linux process; None if gone or unreadable."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()  # "pid (comm) state ppid ...": comm may hold spaces
-    return int(fields[1]), fields[19], argv  # ppid is field 4, starttime field 22 of proc(5)
-
-
-def _dvc_args(argv: list[str]) -> list[str] | None:
-    """The arguments after ``dvc`` when ``argv`` runs DVC (``dvc repro``, ``python .venv/bin/dvc exp run``,
-    ``python -m dvc repro``), else None."""
-    for i, arg in enumerate(argv[:3]):
-        if Path(arg).name == "dvc" and (i < 2 or argv[i - 1] == "-m"):
-            return argv[i + 1:]
-    return None
-
-
-def _host_boot() -> str:
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
-    except OSError:
-        boot = "0"
-    return f"{socket.gethostname()}:{boot}"
-
-
-def dvc_invocation() -> tuple[str, str] | None:
-    """``(key, command)`` of the ``dvc`` process running this stage, or None when DVC does not run it.
-
-    ``key`` = ``<host>:<boot id>:<pid>:<start ticks>`` names one dvc execution (a second ``dvc repro``, even
-    reusing the pid, gets another key); ``command`` is e.g. ``dvc exp run -S proxies.budget=450``.
-    """
-    if not os.environ.get(DVC_STAGE_ENV):
-        return None
-    pid = os.getppid()
-    for _ in range(64):  # stage -> /bin/sh -c (DVC runs commands through a shell) -> dvc
-        info = _proc(pid)
-        if info is None:
-            break
-        ppid, start, argv = info
-        args = _dvc_args(argv)
-        if args is not None:
-            return f"{_host_boot()}:{pid}:{start}", " ".join(["dvc", *args])
-        if ppid <= 1:
-            break
-        pid = ppid
-    log.warning("%s is set but no dvc process was found among this process's parents (no /proc?); the run "
-                "of stage %s is not nested under a pipeline run", DVC_STAGE_ENV, os.environ[DVC_STAGE_ENV])
-    return None
-
-
-def _dvc_alive(key: str) -> bool:
-    """False when ``key`` names a dvc execution on this host that has ended (unknown hosts count as alive)."""
-    host_boot, pid, start = (key.rsplit(":", 2) + ["", ""])[:3]
-    if host_boot != _host_boot() or not pid.isdigit():
-        return True
-    info = _proc(int(pid))
-    return info is not None and info[1] == start
-
-
 def _open_dvc_parent(client: Any, exp_id: str, key: str, command: str) -> str:
     """The parent run of dvc execution ``key``, re-opened RUNNING; the first stage creates it."""
     found = client.search_runs([exp_id], f"tags.`dvc.invocation` = '{key}'", max_results=1)
@@ -302,7 +241,7 @@ def _open_dvc_parent(client: Any, exp_id: str, key: str, command: str) -> str:
     running = client.search_runs([exp_id], "attributes.status = 'RUNNING' and tags.`proxy3d.driver` = 'dvc'",
                                  max_results=200)
     for run in running:  # dvc was killed mid-stage: nobody else will end its parent
-        if not _dvc_alive(run.data.tags.get("dvc.invocation", "")):
+        if not dvc_alive(run.data.tags.get("dvc.invocation", "")):
             client.set_tag(run.info.run_id, "proxy3d.orphaned", "its dvc process ended without closing it")
             client.set_terminated(run.info.run_id, status="KILLED")
     name = command if len(command) <= 120 else command[:117] + "..."

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from flows import demo_project
-from proxy3d import tracking
+from proxy3d import dvcproc, tracking
 
 DVC = str(Path(sys.executable).parent / "dvc")
 
@@ -63,7 +63,7 @@ def test_stage_outside_dvc_stays_top_level(store: Path, monkeypatch: pytest.Monk
                                            caplog: pytest.LogCaptureFixture) -> None:
     with tracking.start_run("proxies", experiment="by-hand") as by_hand:
         pass
-    monkeypatch.setenv(tracking.DVC_STAGE_ENV, "proxies")  # DVC_STAGE leaked, but pytest has no dvc parent
+    monkeypatch.setenv(dvcproc.DVC_STAGE_ENV, "proxies")  # DVC_STAGE leaked, but pytest has no dvc parent
     with tracking.start_run("proxies", experiment="by-hand") as leaked:
         pass
     assert "no dvc process was found" in caplog.text
@@ -75,10 +75,10 @@ def test_stage_outside_dvc_stays_top_level(store: Path, monkeypatch: pytest.Monk
 def test_parent_of_a_dead_dvc_process_is_killed(store: Path) -> None:
     client, exp_id = tracking._client_and_experiment("orphans")
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead_key = f"{tracking._host_boot()}:{done.stdout.strip()}:1"  # that pid is gone (or reused, later start)
-    live_key = f"{tracking._host_boot()}:{os.getpid()}:{tracking._proc(os.getpid())[1]}"
-    assert not tracking._dvc_alive(dead_key) and tracking._dvc_alive(live_key)
-    assert tracking._dvc_alive("otherhost:1234abcd:1:1")  # other machines' runs are not ours to judge
+    dead_key = f"{dvcproc.host_boot()}:{done.stdout.strip()}:1"  # that pid is gone (or reused, later start)
+    live_key = f"{dvcproc.host_boot()}:{os.getpid()}:{dvcproc.proc_info(os.getpid())[1]}"
+    assert not dvcproc.dvc_alive(dead_key) and dvcproc.dvc_alive(live_key)
+    assert dvcproc.dvc_alive("otherhost:1234abcd:1:1")  # other machines' runs are not ours to judge
     dead = tracking._open_dvc_parent(client, exp_id, dead_key, "dvc repro")
     assert tracking._open_dvc_parent(client, exp_id, dead_key, "dvc repro") == dead  # same execution: reused
     fresh = tracking._open_dvc_parent(client, exp_id, live_key, "dvc exp run -S proxies.budget=450")
@@ -95,4 +95,10 @@ def test_parent_of_a_dead_dvc_process_is_killed(store: Path) -> None:
     (["python", "stage.py", "dvc"], None),
 ])
 def test_dvc_command_lines(argv: list[str], args: list[str] | None) -> None:
-    assert tracking._dvc_args(argv) == args
+    assert dvcproc.dvc_args(argv) == args
+
+
+def test_dvcproc_does_not_import_mlflow() -> None:
+    code = "import sys, proxy3d.dvcproc; sys.exit('mlflow' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr or "importing proxy3d.dvcproc pulled in mlflow"
