@@ -153,6 +153,7 @@ class ModelParams:
     vocab_size: int = 2048  # BPE vocabulary size when training the tokenizer
     pe_fourier_features: int = 16
     pe_height_scale: float = 1.0
+    qk_identity_init: float = 0.5  # random init only: query/key weights start at this x identity (0 = plain init)
 
 
 @dataclass
@@ -180,8 +181,9 @@ class StageParams:
     mix_previous: float = 0.3  # share of earlier-stage items mixed into this stage
     max_length: int = 96  # text tokens per sequence (visual tokens not counted); extra turns are dropped
     turns: int = 8  # questions per scene in one sequence (templated stages 1-3)
-    max_objects: int = 40  # stage-1 scene-size warm-up grows from 3 to this many objects
+    max_objects: int = 40  # stage-1 scene-size warm-up grows from 1 to this many objects
     vocab_share: float = 0.0  # stage 1: share of objects given a random category of the whole vocabulary
+    train_xy_pe: bool = True  # train the floor-plane Fourier PE term F(x, y); off = it stays 0 (zero-init)
 
 
 @dataclass
@@ -214,7 +216,7 @@ class Params:
     symbols: SymbolsParams = field(default_factory=SymbolsParams)
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
-    train_stage1: StageParams = field(default_factory=lambda: StageParams(steps=600, lr=2e-3))
+    train_stage1: StageParams = field(default_factory=lambda: StageParams(steps=1200, lr=2e-3, batch_size=16, train_xy_pe=False))
     train_stage2: StageParams = field(default_factory=lambda: StageParams(steps=200, lr=1e-3))
     train_stage3: StageParams = field(default_factory=lambda: StageParams(steps=100, lr=1e-3))
     train_stage4: StageParams = field(default_factory=lambda: StageParams(steps=100, lr=1e-3, batch_size=4))

@@ -89,8 +89,15 @@ def test_proxy_rows_land_at_placeholders_with_pe_and_references(tiny) -> None:
     emb = model.embed(b.input_ids, b.scenes)
     rows = model.scene_rows([s])
     torch.testing.assert_close(emb[1, :3], rows)
-    z = model.refs.fuse(model.projector(torch.as_tensor(s.features)), torch.as_tensor(s.instance), torch.as_tensor(s.category))
-    torch.testing.assert_close(rows, model.pe(z, torch.as_tensor(s.centers)))
+    # PE on the projected features first, then the references are added (unrotated: the identifier component of
+    # a scene token is exactly the text embedding of its <OBJm>)
+    z = model.pe(model.projector(torch.as_tensor(s.features)), torch.as_tensor(s.centers))
+    torch.testing.assert_close(rows, model.refs.fuse(z, torch.as_tensor(s.instance), torch.as_tensor(s.category)))
+    simple = SceneInput.from_objects([4, 7], [0, 3], np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 0.0]], np.float32))
+    with torch.no_grad():
+        model.null_feature.zero_()
+    torch.testing.assert_close(model.scene_rows([simple]),  # height 0, F(x, y) zero-initialised: references only
+                               model.refs.id_embed()[[4, 7]] + model.refs.sem_embed()[[0, 3]])
 
 
 def test_generate_and_bundle_api_roundtrip(tiny, tmp_path) -> None:
@@ -131,3 +138,42 @@ def test_7b_preset_on_meta_device_counts_parameters_and_injects() -> None:
     ids = torch.full((2, 20), 100, dtype=torch.long, device="meta")
     emb = model.embed(ids, [_scene(5, 1280), _scene(7, 1280)])
     assert emb.shape == (2, 20, 3584) and emb.device.type == "meta"
+
+
+def test_cached_greedy_decoding_equals_recomputing_the_whole_sequence(tiny) -> None:
+    """The KV-cache loop (positions continue after the shared proxy position) = full recomputation per token."""
+    model, _, codec = tiny
+    torch.manual_seed(3)
+    with torch.no_grad():
+        model.refs.id_offset.add_(torch.randn_like(model.refs.id_offset))
+    b = codec.prompts([_scene(3), _scene(5)], ["What is <OBJ001>?", "Which object is the chair near the door?"])
+    out = model.generate_ids(b.input_ids, b.attention_mask, b.scenes, 5, eos_token_id=-1, pad_token_id=-1)
+    ids, att = b.input_ids, b.attention_mask
+    with torch.no_grad():
+        for _ in range(5):
+            tok = model.logits(ids, att, b.scenes)[:, -1].argmax(-1, keepdim=True)
+            ids, att = torch.cat([ids, tok], 1), torch.cat([att, torch.ones_like(tok)], 1)
+    assert out == ids[:, b.input_ids.shape[1]:].tolist()
+    pos = model.position_ids(b.input_ids, b.attention_mask)
+    is_proxy = b.input_ids == model.proxy_token_id
+    assert pos[is_proxy].eq(0).all() and pos[0, -1] == int((~is_proxy[0] & (b.attention_mask[0] > 0)).sum())
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_identity_qk_init_makes_a_token_attend_to_its_own_vector(preset) -> None:
+    """Random-init presets start with W_q ~ W_k ~ scale x identity (GQA: a query head copies its key head)."""
+    from proxy3d.model.presets import build_vlm
+
+    vlm = build_vlm(preset, 64, proxy_token_id=3, qk_identity_init=0.5)
+    cfg = vlm.config.text_config
+    attn = vlm.model.language_model.layers[0].self_attn
+    hd = cfg.hidden_size // cfg.num_attention_heads
+    group = cfg.num_attention_heads // cfg.num_key_value_heads
+    q, k = attn.q_proj.weight, attn.k_proj.weight
+    for h in range(cfg.num_attention_heads):
+        torch.testing.assert_close(q[h * hd : (h + 1) * hd], k[(h // group) * hd : (h // group + 1) * hd])
+    x = torch.randn(8, cfg.hidden_size)  # random vectors: each scores highest against itself
+    scores = (x @ q[:hd].T) @ (x @ k[:hd].T).T
+    assert (scores.argmax(1) == torch.arange(8)).float().mean() >= 0.75
+    plain = build_vlm(preset, 64, proxy_token_id=3).model.language_model.layers[0].self_attn
+    assert not torch.equal(plain.q_proj.weight[:hd], plain.k_proj.weight[:hd])

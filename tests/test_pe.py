@@ -28,6 +28,8 @@ def test_height_rope_is_a_rotation_that_depends_on_height() -> None:
 def test_fourier_term_depends_only_on_floor_coordinates() -> None:
     torch.manual_seed(0)
     pe = HybridPE3D(32, num_fourier=8)
+    assert pe.fourier(torch.rand(3, 2)).abs().max() == 0  # zero-initialised output layer: starts as pure RoPE
+    torch.nn.init.normal_(pe.fourier.mlp[2].weight, std=0.1)  # as after training
     z1, z2 = torch.randn(4, 32), torch.randn(4, 32)
     c1 = torch.tensor([[1.0, 2.0, 0.1], [0.5, 0.5, 1.0], [3.0, 1.0, 2.0], [0.0, 0.0, 0.0]])
     c2 = c1.clone()

@@ -83,7 +83,7 @@ def test_deepspeed_two_cpu_steps_lower_the_loss_on_a_fixed_batch(toy: StagePaths
     data = CurriculumData(1, load_objects(toy.spacespan / "objects.parquet")["train"], {}, None, 10, 0, turns=2)
     batch = codec.collate(data.batch(0, 2), 48)
     cfg = ds.ds_config(TrainParams(deepspeed_config=str(ROOT / "configs/deepspeed/zero2.json")),
-                       StageParams(steps=10, lr=3e-3, batch_size=2, warmup_steps=0), "cpu")
+                       StageParams(steps=10, lr=3e-4, batch_size=2, warmup_steps=0), "cpu")
     cfg["scheduler"]["params"]["warmup_min_ratio"] = 1.0  # full lr from the first step
     engine = ds.initialize(model, cfg)
     losses = []

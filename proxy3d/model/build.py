@@ -36,7 +36,7 @@ def create_model(mp: ModelParams, tok: Any, symbols_dir: Path | None, feature_di
     by the frozen vision tower into the reference banks. ``None`` keeps zero banks (tests; offsets only).
     """
     vlm = build_vlm(mp.preset, len(tok), tt.proxy_token_id(tok), tok.eos_token_id, tok.pad_token_id,
-                    mp.checkpoint, dtype=dtype)
+                    mp.checkpoint, dtype=dtype, qk_identity_init=mp.qk_identity_init)
     model = Proxy3DModel(vlm, tt.proxy_token_id(tok), tt.object_token_ids(tok), feature_dim,
                          mp.pe_fourier_features, mp.pe_height_scale, len(categories()))
     if symbols_dir is not None:

@@ -44,8 +44,8 @@ class FourierXY(nn.Module):
         super().__init__()
         self.B = nn.Parameter(torch.randn(2, num_features) * sigma)  # cycles per metre
         self.mlp = nn.Sequential(nn.Linear(2 * num_features, dim), nn.GELU(), nn.Linear(dim, dim))
-        with torch.no_grad():  # start small so the PE does not drown the reference embeddings
-            self.mlp[2].weight.mul_(0.1)
+        with torch.no_grad():  # start at exactly 0 (zero-init output layer): the term grows only where it helps
+            self.mlp[2].weight.zero_()
             self.mlp[2].bias.zero_()
 
     def forward(self, xy: torch.Tensor) -> torch.Tensor:

@@ -53,8 +53,32 @@ def preset_config(preset: str, vocab_size: int, proxy_token_id: int, eos_token_i
                             tie_word_embeddings=False)
 
 
+def identity_qk_init(vlm: Any, scale: float) -> None:
+    """Start every language layer's query and key projections near ``scale`` x identity (same noise in both).
+
+    Head h reads and keys on its own slice of the hidden state, so at step 0 a token already attends to tokens
+    that carry the same vector — an identifier in the question finds the proxy that carries it. In the spirit of
+    mimetic initialisation (Trockman & Kolter, ICML 2023, W_q W_k^T ~ I). Measured on stage 1 (tiny, seed 0):
+    with plain init the model never learned to match identifiers in 2-6-object scenes within 360 steps; with
+    0.5 x identity it reached 72% at 6 objects. Only for random-init presets; checkpoints keep their weights.
+    """
+    import torch
+
+    cfg = vlm.config.text_config
+    heads, kv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads
+    with torch.no_grad():
+        for layer in vlm.model.language_model.layers:
+            q, k = layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight  # (heads*hd, D), (kv*hd, D)
+            k.normal_(0.0, 0.02)
+            k.add_(scale * torch.eye(k.shape[0], k.shape[1], dtype=k.dtype))
+            for h in range(heads):  # a query head starts as the key head of its group
+                g = h // (heads // kv)
+                q[h * hd : (h + 1) * hd] = k[g * hd : (g + 1) * hd]
+
+
 def build_vlm(preset: str, vocab_size: int, proxy_token_id: int, eos_token_id: int | None = None,
-              pad_token_id: int | None = None, checkpoint: str = "", dtype: Any = None) -> Any:
+              pad_token_id: int | None = None, checkpoint: str = "", dtype: Any = None,
+              qk_identity_init: float = 0.0) -> Any:
     """``Qwen2_5_VLForConditionalGeneration``: random init from the preset, or a local checkpoint.
 
     With ``checkpoint`` the weights come from that folder only (no download); the token embeddings are
@@ -78,6 +102,8 @@ def build_vlm(preset: str, vocab_size: int, proxy_token_id: int, eos_token_id: i
         return model
     cfg = preset_config(preset, vocab_size, proxy_token_id, eos_token_id, pad_token_id)
     model = Qwen2_5_VLForConditionalGeneration(cfg)
+    if qk_identity_init:
+        identity_qk_init(model, qk_identity_init)
     if dtype is not None:
         model = model.to(dtype)
     return model

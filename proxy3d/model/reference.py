@@ -19,6 +19,7 @@ from torch import nn
 # Qwen2-VL image processor normalisation (OpenAI CLIP statistics)
 _MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 _STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
+OFFSET_STD = 0.1  # init of the learnable per-entry offsets
 
 
 def load_images(folder: Path, count: int) -> list[Image.Image]:
@@ -81,8 +82,13 @@ class ReferenceEmbedding(nn.Module):
         self.register_buffer("id_bank", torch.zeros(num_ids, dim))
         self.register_buffer("sem_bank", torch.zeros(num_categories, dim))
         self.proj = nn.Linear(dim, dim)
-        self.id_offset = nn.Parameter(torch.randn(num_ids, dim) * 0.02)
-        self.sem_offset = nn.Parameter(torch.randn(num_categories, dim) * 0.02)
+        # offsets start as near-orthogonal rows of norm ~1.6 and the projector without a bias: a shared bias
+        # (and a random-init tower's low-rank features) made all identifiers look alike (mean cosine 0.43), and a
+        # from-scratch tiny model never learned to tell them apart; with a real checkpoint's tower the projected
+        # features add on top
+        nn.init.zeros_(self.proj.bias)
+        self.id_offset = nn.Parameter(torch.randn(num_ids, dim) * OFFSET_STD)
+        self.sem_offset = nn.Parameter(torch.randn(num_categories, dim) * OFFSET_STD)
 
     def set_banks(self, id_bank: torch.Tensor, sem_bank: torch.Tensor) -> None:
         if id_bank.shape != self.id_bank.shape or sem_bank.shape != self.sem_bank.shape:
