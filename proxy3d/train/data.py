@@ -6,7 +6,7 @@ Stages 1-3 use *simplified scenes* built from the object table (one fused identi
 object at its centre); stage 4 uses real proxies.
 
 Stages 1 and 2 also generate templated questions from the object table, with answers that restate the
-query (``"chair <OBJ036>"``), many questions per scene and, in stage 1, a scene-size warm-up (3 -> 40
+query (``"chair <OBJ036>"``), many questions per scene and, in stage 1, a scene-size warm-up (1 -> 40
 objects) with random identifiers — what made a from-scratch tiny model learn (RECIPES.md).
 
 Batches are a pure function of (seed, stage, step, rank): resuming at step s needs no sampler state.
@@ -137,7 +137,7 @@ class CurriculumData:
     def __init__(self, stage: int, objects: dict[str, SceneObjects], rows: dict[int, pd.DataFrame],
                  scene_inputs: Callable[[str], SceneInput | None] | None, steps: int, seed: int,
                  mix_previous: float = 0.3, turns: int = 8, max_objects: int = 40, rank: int = 0,
-                 vocab_share: float = 0.0, which_from: float = 0.25) -> None:
+                 vocab_share: float = 0.0, which_from: float = 0.6) -> None:
         if not objects:
             raise ValueError("no training scenes in the object table (split=train); check the spacespan stage output")
         self.stage, self.objects, self.rows, self.steps, self.seed = stage, objects, rows, steps, seed
@@ -152,9 +152,17 @@ class CurriculumData:
 
     # ---- one example per stage ----
     def stage1(self, rng: np.random.Generator, step: int) -> Example:
-        grow = min(1.0, step / max(1.0, 0.6 * self.steps))
-        n_max = int(round(3 + (self.max_objects - 3) * grow))
-        n = int(rng.integers(min(3, n_max), n_max + 1))
+        # scene-size warm-up. One object for the first 30% of the steps: the model learns to read a token's
+        # category (~300 steps at batch 16); then 2..6 objects until 60%, where it learns to match the asked
+        # identifier (started at 3+ objects it stayed at chance); then up to max_objects by 85%.
+        f = step / max(1, self.steps)
+        if f < 0.3:
+            n = 1
+        elif f < 0.6:
+            n = min(2 + int(5 * (f - 0.3) / 0.3), 6, self.max_objects)
+        else:
+            n_max = min(int(round(6 + (self.max_objects - 6) * min(1.0, (f - 0.6) / 0.25))), self.max_objects)
+            n = int(rng.integers((n_max + 1) // 2, n_max + 1))
         picks = [self.pool[j] for j in rng.choice(len(self.pool), size=n, replace=False)]
         ids = rng.choice(100, size=n, replace=False)
         labels = [o.labels[i] for o, i in picks]
@@ -235,8 +243,9 @@ class CurriculumData:
         return ex
 
     def example(self, rng: np.random.Generator, stage: int, step: int) -> Example:
-        if stage in (1, 2):  # SpaceSpan's own stage-1/2 rows join the templated questions when present
-            if rng.random() < 0.25:
+        if stage in (1, 2):  # SpaceSpan's own stage-1/2 rows (whole scenes) join the templated questions when
+            # present; in stage 1 only after the scene-size warm-up has reached 6 objects
+            if (stage == 2 or step >= self.which_from * self.steps) and rng.random() < 0.25:
                 ex = self.from_rows(rng, stage, real=False)
                 if ex is not None:
                     return ex

@@ -108,6 +108,8 @@ def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
         if first is None:
             raise FileNotFoundError(f"{paths.proxies}: no proxies; run `proxy3d proxies` before stage 4")
         model.ensure_projector(int(load_proxies(first).features.shape[1]))
+    for p in model.pe.fourier.parameters():  # F(x, y) trained from stage 2 on: learning it in stage 1 kept the
+        p.requires_grad_(sp.train_xy_pe)    # tiny model from ever matching identifiers (label accuracy at chance)
     rank = int(torch.distributed.get_rank())
     data = CurriculumData(stage, objects.get("train", {}), {k: load_rows(paths.spacespan, k, "train")
                           for k in range(1, stage + 1)}, scene_inputs, sp.steps, tp.seed, sp.mix_previous,
