@@ -144,7 +144,7 @@ class Proxy3DModel(nn.Module):
         pos = self.position_ids(input_ids, attention_mask)
         out = self.vlm.model(inputs_embeds=self.embed(input_ids, scenes), attention_mask=attention_mask,
                              position_ids=pos, use_cache=True)
-        past, att = out.past_key_values, attention_mask
+        cache, att = out.cache, attention_mask
         nxt = pos[:, -1:] + 1
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         rows: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
@@ -159,8 +159,8 @@ class Proxy3DModel(nn.Module):
                 break
             att = torch.cat([att, torch.ones_like(att[:, :1])], dim=1)
             out = self.vlm.model(inputs_embeds=self.embed(tok[:, None], []), attention_mask=att, position_ids=nxt,
-                                 past_key_values=past, use_cache=True)
-            past, nxt = out.past_key_values, nxt + 1
+                                 cache=cache, use_cache=True)
+            cache, nxt = out.cache, nxt + 1
         return rows
 
 
