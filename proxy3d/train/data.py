@@ -28,6 +28,11 @@ from proxy3d.vocab import categories
 from proxy3d.vocab import identifier_token as obj
 
 log = logging.getLogger(__name__)
+# stage-1 scene-size warm-up, as fractions of the stage's steps: one object until ONE_OBJECT_UNTIL (the model
+# learns to read a token's category, ~300 steps at batch 16), 2..6 objects until SMALL_UNTIL (it learns to match
+# the asked identifier; started at 3+ objects it stayed at chance), then growing to max_objects by GROWN_AT.
+# Grounding questions and SpaceSpan's whole-scene rows join at SMALL_UNTIL.
+ONE_OBJECT_UNTIL, SMALL_UNTIL, GROWN_AT = 0.3, 0.6, 0.85
 OBJECT_COLUMNS = ["scene_id", "object_id", "label", "category", "center_x", "center_y", "center_z",
                   "size_x", "size_y", "size_z", "split"]
 
@@ -137,31 +142,32 @@ class CurriculumData:
     def __init__(self, stage: int, objects: dict[str, SceneObjects], rows: dict[int, pd.DataFrame],
                  scene_inputs: Callable[[str], SceneInput | None] | None, steps: int, seed: int,
                  mix_previous: float = 0.3, turns: int = 8, max_objects: int = 40, rank: int = 0,
-                 vocab_share: float = 0.0, which_from: float = 0.6) -> None:
+                 vocab_share: float = 0.0) -> None:
         if not objects:
             raise ValueError("no training scenes in the object table (split=train); check the spacespan stage output")
         self.stage, self.objects, self.rows, self.steps, self.seed = stage, objects, rows, steps, seed
         self.scene_inputs, self.mix, self.turns, self.rank = scene_inputs, mix_previous, turns, rank
         self.vocab_share = vocab_share
-        self.which_from = which_from
         self.scene_ids = sorted(objects)
         self.pool = [(o, i) for s in self.scene_ids for o in [objects[s]] for i in range(len(o.ids))]
         self.max_objects = min(max_objects, len(self.pool), 100)
         self.rows_by_scene = {k: {s: g.index.to_numpy() for s, g in df.groupby("scene_id")} if len(df) else {}
                               for k, df in rows.items()}
 
+    def past_warmup(self, step: int) -> bool:
+        """Stage 1 has left its 1-6-object phase (grounding questions and whole-scene rows join)."""
+        return step >= SMALL_UNTIL * self.steps
+
     # ---- one example per stage ----
     def stage1(self, rng: np.random.Generator, step: int) -> Example:
-        # scene-size warm-up. One object for the first 30% of the steps: the model learns to read a token's
-        # category (~300 steps at batch 16); then 2..6 objects until 60%, where it learns to match the asked
-        # identifier (started at 3+ objects it stayed at chance); then up to max_objects by 85%.
-        f = step / max(1, self.steps)
-        if f < 0.3:
+        f = step / max(1, self.steps)  # scene-size warm-up (ONE_OBJECT_UNTIL, SMALL_UNTIL, GROWN_AT above)
+        if f < ONE_OBJECT_UNTIL:
             n = 1
-        elif f < 0.6:
-            n = min(2 + int(5 * (f - 0.3) / 0.3), 6, self.max_objects)
+        elif f < SMALL_UNTIL:
+            n = min(2 + int(5 * (f - ONE_OBJECT_UNTIL) / (SMALL_UNTIL - ONE_OBJECT_UNTIL)), 6, self.max_objects)
         else:
-            n_max = min(int(round(6 + (self.max_objects - 6) * min(1.0, (f - 0.6) / 0.25))), self.max_objects)
+            grow = min(1.0, (f - SMALL_UNTIL) / (GROWN_AT - SMALL_UNTIL))
+            n_max = min(int(round(6 + (self.max_objects - 6) * grow)), self.max_objects)
             n = int(rng.integers((n_max + 1) // 2, n_max + 1))
         picks = [self.pool[j] for j in rng.choice(len(self.pool), size=n, replace=False)]
         ids = rng.choice(100, size=n, replace=False)
@@ -180,9 +186,9 @@ class CurriculumData:
         turns = []
         # each object is asked about at most once per sequence: a repeated question (or the reverse one) would be
         # answered by copying an earlier turn, a shortcut that never helps on a single val question
-        # grounding questions join after ``which_from`` of the steps: mixed in from step 0 they kept the model from
-        # learning to copy the asked identifier at all (<OBJ> answers at chance after 300 steps, vs 75 steps alone)
-        which = 0.5 if step >= self.which_from * self.steps else 0.0
+        # grounding questions join at SMALL_UNTIL: mixed in from step 0 they kept the model from learning to copy
+        # the asked identifier at all (<OBJ> answers at chance after 300 steps, vs 75 steps alone)
+        which = 0.5 if self.past_warmup(step) else 0.0
         for k in rng.choice(n, size=min(self.turns, n), replace=False):
             unique = counts[labels[k]] == 1
             turns.append(which_is(ids[k], labels[k]) if unique and rng.random() < which else what_is(ids[k], labels[k]))
@@ -244,8 +250,8 @@ class CurriculumData:
 
     def example(self, rng: np.random.Generator, stage: int, step: int) -> Example:
         if stage in (1, 2):  # SpaceSpan's own stage-1/2 rows (whole scenes) join the templated questions when
-            # present; in stage 1 only after the scene-size warm-up has reached 6 objects
-            if (stage == 2 or step >= self.which_from * self.steps) and rng.random() < 0.25:
+            # present; in stage 1 only after the small-scene phase of the warm-up
+            if (stage == 2 or self.past_warmup(step)) and rng.random() < 0.25:
                 ex = self.from_rows(rng, stage, real=False)
                 if ex is not None:
                     return ex
