@@ -238,12 +238,8 @@ def _open_dvc_parent(client: Any, exp_id: str, key: str, command: str) -> str:
     if found:
         client.update_run(found[0].info.run_id, status="RUNNING")
         return found[0].info.run_id
-    running = client.search_runs([exp_id], "attributes.status = 'RUNNING' and tags.`proxy3d.driver` = 'dvc'",
-                                 max_results=200)
-    for run in running:  # dvc was killed mid-stage: nobody else will end its parent
-        if not dvc_alive(run.data.tags.get("dvc.invocation", "")):
-            client.set_tag(run.info.run_id, "proxy3d.orphaned", "its dvc process ended without closing it")
-            client.set_terminated(run.info.run_id, status="KILLED")
+    # dvc was killed mid-stage: nobody else will end its parent (or the stage's run)
+    _close_orphans(client, exp_id, "dvc.invocation", lambda k: not dvc_alive(k), "dvc process")
     name = command if len(command) <= 120 else command[:117] + "..."
     tags = {"mlflow.runName": name, "proxy3d.kind": "pipeline", "proxy3d.driver": "dvc", "dvc.invocation": key,
             "dvc.command": command[:5000], "git_commit": git_commit(), "git_dirty": git_dirty()}
@@ -372,17 +368,23 @@ def close_orphaned_runs(is_dead: Callable[[str], bool], experiment: str = "proxy
     if not enabled():
         return []
     client, exp_id = _client_and_experiment(experiment)
+    return _close_orphans(client, exp_id, "prefect.flow_run_id", is_dead, "flow run")
+
+
+def _close_orphans(client: Any, exp_id: str, key_tag: str, is_dead: Callable[[str], bool], what: str) -> list[str]:
+    """Mark RUNNING pipeline runs whose driver (tag ``key_tag``: a Prefect flow run, a dvc execution) is dead
+    KILLED, their RUNNING children included. Returns the run ids closed."""
     closed: list[str] = []
     parents = client.search_runs([exp_id], "attributes.status = 'RUNNING' and tags.`proxy3d.kind` = 'pipeline'",
                                  max_results=200)
     for run in parents:
-        flow_run_id = run.data.tags.get("prefect.flow_run_id")
-        if not flow_run_id or not is_dead(flow_run_id):
+        key = run.data.tags.get(key_tag)
+        if not key or not is_dead(key):
             continue
         children = client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{run.info.run_id}' and "
                                       "attributes.status = 'RUNNING'", max_results=1000)
         for r in [*children, run]:
-            client.set_tag(r.info.run_id, "proxy3d.orphaned", f"flow run {flow_run_id} ended without closing it")
+            client.set_tag(r.info.run_id, "proxy3d.orphaned", f"{what} {key} ended without closing it")
             client.set_terminated(r.info.run_id, status="KILLED")
             closed.append(r.info.run_id)
     return closed
