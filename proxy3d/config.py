@@ -154,6 +154,11 @@ class ModelParams:
     pe_fourier_features: int = 16
     pe_height_scale: float = 1.0
     qk_identity_init: float = 0.5  # random init only: query/key weights start at this x identity (0 = plain init)
+    ov_identity_init: float = 0.5  # random init only: value/output weights start at this x identity (0 = plain init)
+    tie_embeddings: bool = True  # random init only: the LM head is the input embedding (copying = identity)
+    embed_init_std: float = 0.1  # random init only: token embedding init std (the scale of the reference embeddings)
+    label_text_tie: float = 1.0  # semantic reference += this x mean text embedding of the category name (0 = off)
+    scene_query_bias: float = 12.0  # random init only: query bias toward the proxy marker, per head (0 = off)
 
 
 @dataclass

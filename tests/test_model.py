@@ -92,12 +92,27 @@ def test_proxy_rows_land_at_placeholders_with_pe_and_references(tiny) -> None:
     # PE on the projected features first, then the references are added (unrotated: the identifier component of
     # a scene token is exactly the text embedding of its <OBJm>)
     z = model.pe(model.projector(torch.as_tensor(s.features)), torch.as_tensor(s.centers))
-    torch.testing.assert_close(rows, model.refs.fuse(z, torch.as_tensor(s.instance), torch.as_tensor(s.category)))
+    torch.testing.assert_close(rows, model.refs.fuse(z, torch.as_tensor(s.instance), torch.as_tensor(s.category),
+                                                     model.semantic_embed()) + model.proxy_marker)
     simple = SceneInput.from_objects([4, 7], [0, 3], np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 0.0]], np.float32))
     with torch.no_grad():
         model.null_feature.zero_()
     torch.testing.assert_close(model.scene_rows([simple]),  # height 0, F(x, y) zero-initialised: references only
-                               model.refs.id_embed()[[4, 7]] + model.refs.sem_embed()[[0, 3]])
+                               model.refs.id_embed()[[4, 7]] + model.semantic_embed()[[0, 3]] + model.proxy_marker)
+
+
+def test_category_reference_carries_its_name_text_embedding_and_the_lm_head_is_tied(tiny) -> None:
+    model, tok, codec = tiny
+    from proxy3d.vocab import categories
+
+    c = categories().index("chair")
+    words = model.vlm.get_input_embeddings()(torch.tensor(codec.encode(" chair"))).mean(0)
+    torch.testing.assert_close(model.semantic_embed()[c], model.refs.sem_embed()[c] + model.label_text_tie * words)
+    assert model.label_text_tie == 1.0
+    # tied: naming a category is reading its text vector back through the same matrix
+    assert model.vlm.get_output_embeddings().weight.data_ptr() == model.vlm.get_input_embeddings().weight.data_ptr()
+    off = Proxy3DModel(model.vlm, model.proxy_token_id, model.obj_token_ids, 0, num_categories=len(categories()))
+    torch.testing.assert_close(off.semantic_embed(), off.refs.sem_embed())  # no tie without category tokens
 
 
 def test_generate_and_bundle_api_roundtrip(tiny, tmp_path) -> None:
@@ -177,3 +192,16 @@ def test_identity_qk_init_makes_a_token_attend_to_its_own_vector(preset) -> None
     assert (scores.argmax(1) == torch.arange(8)).float().mean() >= 0.75
     plain = build_vlm(preset, 64, proxy_token_id=3).model.language_model.layers[0].self_attn
     assert not torch.equal(plain.q_proj.weight[:hd], plain.k_proj.weight[:hd])
+
+
+def test_scene_query_bias_points_every_head_at_the_proxy_marker(tiny) -> None:
+    model, _, _ = tiny
+    cfg = model.vlm.config.text_config
+    hd = cfg.hidden_size // cfg.num_attention_heads
+    u = model.proxy_marker.detach()
+    for layer in model.vlm.model.language_model.layers:
+        b = layer.self_attn.q_proj.bias.detach()
+        for h in range(cfg.num_attention_heads):
+            seg, ub = b[h * hd : (h + 1) * hd], u[h * hd : (h + 1) * hd]
+            assert float(seg.norm()) == pytest.approx(ModelParams().scene_query_bias, rel=1e-4)
+            assert float(torch.nn.functional.cosine_similarity(seg, ub, dim=0)) == pytest.approx(1.0, abs=1e-5)

@@ -36,9 +36,14 @@ def create_model(mp: ModelParams, tok: Any, symbols_dir: Path | None, feature_di
     by the frozen vision tower into the reference banks. ``None`` keeps zero banks (tests; offsets only).
     """
     vlm = build_vlm(mp.preset, len(tok), tt.proxy_token_id(tok), tok.eos_token_id, tok.pad_token_id,
-                    mp.checkpoint, dtype=dtype, qk_identity_init=mp.qk_identity_init)
+                    mp.checkpoint, dtype=dtype, qk_identity_init=mp.qk_identity_init,
+                    ov_identity_init=mp.ov_identity_init, tie_embeddings=mp.tie_embeddings,
+                    embed_init_std=mp.embed_init_std)
     model = Proxy3DModel(vlm, tt.proxy_token_id(tok), tt.object_token_ids(tok), feature_dim,
-                         mp.pe_fourier_features, mp.pe_height_scale, len(categories()))
+                         mp.pe_fourier_features, mp.pe_height_scale, len(categories()),
+                         tt.category_token_ids(tok, categories()), mp.label_text_tie)
+    if mp.scene_query_bias and not mp.checkpoint:
+        model.init_scene_query_bias(mp.scene_query_bias)
     if symbols_dir is not None:
         visual = vlm.model.visual.eval()
         ids = encode_references(visual, load_images(Path(symbols_dir) / "identifiers", NUM_IDENTIFIERS))
@@ -82,7 +87,8 @@ def load_model_dir(ckpt_dir: Path, device: str | torch.device = "cpu",
     vlm = build_vlm(mp.preset, len(tok), meta["proxy_token_id"], tok.eos_token_id, tok.pad_token_id,
                     checkpoint=str(ckpt_dir / "vlm"), dtype=dtype)
     model = Proxy3DModel(vlm, meta["proxy_token_id"], meta["obj_token_ids"], int(meta["feature_dim"]),
-                         mp.pe_fourier_features, mp.pe_height_scale, len(categories()))
+                         mp.pe_fourier_features, mp.pe_height_scale, len(categories()),
+                         tt.category_token_ids(tok, categories()), mp.label_text_tie)
     missing, unexpected = model.load_state_dict(load_file(str(ckpt_dir / "proxy3d.safetensors")), strict=False)
     missing = [k for k in missing if not k.startswith("vlm.")]
     if missing or unexpected:

@@ -39,7 +39,7 @@ QWEN_VOCAB_7B = 152064
 
 
 def preset_config(preset: str, vocab_size: int, proxy_token_id: int, eos_token_id: int | None = None,
-                  pad_token_id: int | None = None) -> Any:
+                  pad_token_id: int | None = None, tie_embeddings: bool = False) -> Any:
     """A ``Qwen2_5_VLConfig`` for ``preset`` whose image placeholder is the proxy token."""
     from transformers import Qwen2_5_VLConfig
 
@@ -50,10 +50,10 @@ def preset_config(preset: str, vocab_size: int, proxy_token_id: int, eos_token_i
                 bos_token_id=None, attention_dropout=0.0)
     vision = dict(spec["vision"], out_hidden_size=spec["text"]["hidden_size"])
     return Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=proxy_token_id,
-                            tie_word_embeddings=False)
+                            tie_word_embeddings=tie_embeddings)
 
 
-def identity_qk_init(vlm: Any, scale: float) -> None:
+def identity_qk_init(vlm: Any, scale: float, ov_scale: float = 0.0) -> None:
     """Start every language layer's query and key projections near ``scale`` x identity (same noise in both).
 
     Head h reads and keys on its own slice of the hidden state, so at step 0 a token already attends to tokens
@@ -61,6 +61,11 @@ def identity_qk_init(vlm: Any, scale: float) -> None:
     mimetic initialisation (Trockman & Kolter, ICML 2023, W_q W_k^T ~ I). Measured on stage 1 (tiny, seed 0):
     with plain init the model never learned to match identifiers in 2-6-object scenes within 360 steps; with
     0.5 x identity it reached 72% at 6 objects. Only for random-init presets; checkpoints keep their weights.
+
+    ``ov_scale`` does the same for the value and output projections, so a head starts as a *copy* head: what it
+    attends to lands in the residual stream unchanged, and with tied token embeddings the LM head reads it back
+    as the same token (an identifier, or a category name through the label-text tie). Measured (tiny, 4-object
+    scenes after a 150-step one-object warm-up): "What is <OBJm>?" 25% -> 87% after 450 steps.
     """
     import torch
 
@@ -69,16 +74,22 @@ def identity_qk_init(vlm: Any, scale: float) -> None:
     with torch.no_grad():
         for layer in vlm.model.language_model.layers:
             q, k = layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight  # (heads*hd, D), (kv*hd, D)
-            k.normal_(0.0, 0.02)
-            k.add_(scale * torch.eye(k.shape[0], k.shape[1], dtype=k.dtype))
-            for h in range(heads):  # a query head starts as the key head of its group
-                g = h // (heads // kv)
-                q[h * hd : (h + 1) * hd] = k[g * hd : (g + 1) * hd]
+            if scale:
+                k.normal_(0.0, 0.02)
+                k.add_(scale * torch.eye(k.shape[0], k.shape[1], dtype=k.dtype))
+                for h in range(heads):  # a query head starts as the key head of its group
+                    g = h // (heads // kv)
+                    q[h * hd : (h + 1) * hd] = k[g * hd : (g + 1) * hd]
+            if ov_scale:
+                for w in (layer.self_attn.v_proj.weight, layer.self_attn.o_proj.weight):
+                    w.normal_(0.0, 0.02)
+                    w.add_(ov_scale * torch.eye(w.shape[0], w.shape[1], dtype=w.dtype))
 
 
 def build_vlm(preset: str, vocab_size: int, proxy_token_id: int, eos_token_id: int | None = None,
               pad_token_id: int | None = None, checkpoint: str = "", dtype: Any = None,
-              qk_identity_init: float = 0.0) -> Any:
+              qk_identity_init: float = 0.0, ov_identity_init: float = 0.0, tie_embeddings: bool = False,
+              embed_init_std: float = 0.0) -> Any:
     """``Qwen2_5_VLForConditionalGeneration``: random init from the preset, or a local checkpoint.
 
     With ``checkpoint`` the weights come from that folder only (no download); the token embeddings are
@@ -100,10 +111,13 @@ def build_vlm(preset: str, vocab_size: int, proxy_token_id: int, eos_token_id: i
         model.config.image_token_id = proxy_token_id
         log.info("loaded Qwen2.5-VL from %s", path)
         return model
-    cfg = preset_config(preset, vocab_size, proxy_token_id, eos_token_id, pad_token_id)
+    cfg = preset_config(preset, vocab_size, proxy_token_id, eos_token_id, pad_token_id, tie_embeddings)
     model = Qwen2_5_VLForConditionalGeneration(cfg)
-    if qk_identity_init:
-        identity_qk_init(model, qk_identity_init)
+    if embed_init_std:  # token embeddings at the scale of the reference embeddings (OFFSET_STD) they are mixed with
+        with torch.no_grad():
+            model.get_input_embeddings().weight.normal_(0.0, embed_init_std)
+    if qk_identity_init or ov_identity_init:
+        identity_qk_init(model, qk_identity_init, ov_identity_init)
     if dtype is not None:
         model = model.to(dtype)
     return model

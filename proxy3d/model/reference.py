@@ -105,8 +105,10 @@ class ReferenceEmbedding(nn.Module):
         """(S, D): category (symbol) embeddings."""
         return self.proj(self.sem_bank.to(self.proj.weight.dtype)) + self.sem_offset
 
-    def fuse(self, z: torch.Tensor, instance: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
-        """z: (N, D); instance, category: (N,) long, -1 = none -> z + id_embed[instance] + sem_embed[category]."""
+    def fuse(self, z: torch.Tensor, instance: torch.Tensor, category: torch.Tensor,
+             sem_table: torch.Tensor | None = None) -> torch.Tensor:
+        """z: (N, D); instance, category: (N,) long, -1 = none -> z + id_embed[instance] + sem[category], where
+        sem is ``sem_table`` (S, D) when given (the model adds the label-text tie) else :meth:`sem_embed`."""
         m, s = self.id_bank.shape[0], self.sem_bank.shape[0]
         real = instance.device.type != "meta"  # meta tensors (shape checks) have no values
         if real and instance.numel() and int(instance.max()) >= m:
@@ -115,5 +117,5 @@ class ReferenceEmbedding(nn.Module):
         if real and category.numel() and int(category.max()) >= s:
             raise ValueError(f"category id {int(category.max())} is outside the {s}-category vocabulary")
         ids = self.id_embed()[instance.clamp(min=0)] * (instance >= 0).unsqueeze(-1).to(z.dtype)
-        sem = self.sem_embed()[category.clamp(min=0)] * (category >= 0).unsqueeze(-1).to(z.dtype)
+        sem = (self.sem_embed() if sem_table is None else sem_table)[category.clamp(min=0)] * (category >= 0).unsqueeze(-1).to(z.dtype)
         return z + ids.to(z.dtype) + sem.to(z.dtype)

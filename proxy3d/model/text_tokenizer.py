@@ -175,3 +175,8 @@ def object_ids_from_token_ids(token_ids: Sequence[int], tok: PreTrainedTokenizer
     """Identifier numbers among generated ``token_ids`` (no decoding needed), in order."""
     index = {tid: i for i, tid in enumerate(object_token_ids(tok))}
     return [index[int(t)] for t in token_ids if int(t) in index]
+
+
+def category_token_ids(tok: PreTrainedTokenizerBase, names: Sequence[str]) -> list[list[int]]:
+    """Token ids of each category name as it appears inside a sentence (``" " + name``)."""
+    return [list(tok.encode(" " + n, add_special_tokens=False)) for n in names]
