@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -15,7 +16,7 @@ from proxy3d.model.build import create_model
 from proxy3d.model.inputs import TextCodec
 from proxy3d.tracking import NullTracker
 from proxy3d.train import engine as ds
-from proxy3d.train.data import CurriculumData, load_objects, load_rows
+from proxy3d.train.data import CurriculumData, SceneObjects, load_objects, load_rows, row_turn
 from proxy3d.train.loop import StagePaths, train_stage
 from proxy3d.train.toy import write_toy_inputs
 
@@ -138,3 +139,18 @@ def test_cli_runs_all_four_stages_each_from_the_previous(toy: StagePaths, tmp_pa
         assert m["stage"] == st and np.isfinite(m["final_loss"])
     bundle = json.loads((tmp_path / "ck/stage4/bundle.json").read_text())
     assert bundle["stage"] == 4 and bundle["feature_dim"] == 16
+
+
+def test_grounding_rows_restate_the_target_label_before_its_identifier() -> None:
+    objs = SceneObjects("scene0000_00", np.array([3, 10]), ["lamp", "couch"], np.array([0, 1]),
+                        np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32))
+    row = pd.Series({"task": "grounding", "question": "this is a brown couch.", "answers": np.array(["<OBJ010>"]),
+                     "target_object_ids": np.array([10])})
+    assert row_turn(row, objs) == ("Question: this is a brown couch. Answer:", "couch <OBJ010>")
+    assert row_turn(row) == ("Question: this is a brown couch. Answer:", "<OBJ010>")  # no object table: as stored
+    none = pd.Series({"task": "multi_grounding", "question": "the orange cup.", "answers": np.array(["none"]),
+                      "target_object_ids": np.array([], dtype=np.int32)})
+    assert row_turn(none, objs)[1] == "none"
+    qa = pd.Series({"task": "qa", "question": "What is next to the lamp?", "answers": np.array(["couch"]),
+                    "target_object_ids": np.array([10])})
+    assert row_turn(qa, objs)[1] == "couch"

@@ -6,7 +6,15 @@ sem_embed[category] (the paper injects them into the serialized, position-encode
 replace the proxy placeholder tokens of ``input_ids`` through ``inputs_embeds`` (as transformers does for
 image tokens). ``<OBJm>`` text tokens take the shared identifier embedding, so a scene token's identifier
 component is exactly the text embedding of its ``<OBJm>``: rotating it by height first kept a
-from-scratch tiny model from ever matching the two. Loss: next-token NLL on answer tokens (+eos) only.
+from-scratch tiny model from ever matching the two. Likewise a category's reference carries the mean text
+embedding of its name (``model.label_text_tie``), and every visual row carries a learned proxy marker.
+Loss: next-token NLL on answer tokens (+eos) only.
+
+Random-init presets start as copy machines (``model.*`` params, measured in issue 8's notes): query/key and
+value/output projections near identity, LM head tied to the token embeddings, token embeddings at the scale of
+the reference embeddings, and each query bias pointing at the proxy marker. A head then looks up the proxy that
+carries the asked identifier or word and copies what it carries into the answer; training refines that instead
+of having to discover it (without these, identifier grounding stayed at chance).
 """
 
 from __future__ import annotations
@@ -72,6 +80,13 @@ class Proxy3DModel(nn.Module):
         w = self.vlm.get_input_embeddings().weight
         self.projector = nn.Sequential(nn.Linear(feature_dim, self.dim), nn.GELU(), nn.Linear(self.dim, self.dim)).to(
             device=w.device, dtype=w.dtype)
+        # a new projector starts as the simplified-scene content (output = null_feature for any input): real proxies
+        # then enter stage 4 as exactly the tokens stages 1-3 were trained on, and the features grow in where they
+        # help. With a random projector the feature term swamped the identifier/category components and the
+        # stage-4 model answered every grounding description with one constant identifier.
+        with torch.no_grad():
+            self.projector[2].weight.zero_()
+            self.projector[2].bias.copy_(self.null_feature.detach().to(w.dtype))
         self.feature_dim = feature_dim
 
     @property

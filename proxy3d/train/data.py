@@ -92,10 +92,25 @@ def load_rows(spacespan_dir: Path, stage: int, split: str, required: bool | None
     return df.sort_values("id", kind="stable").reset_index(drop=True) if "id" in df.columns else df
 
 
-def row_turn(row: pd.Series) -> tuple[str, str]:
-    """(prompt, first answer) of a SpaceSpan row."""
+GROUNDING_TASKS = ("grounding", "multi_grounding")
+
+
+def row_turn(row: pd.Series, objects: SceneObjects | None = None) -> tuple[str, str]:
+    """(prompt, first answer) of a SpaceSpan row.
+
+    With the row's scene ``objects``, a grounding answer restates the target's label before its identifiers
+    (``"<OBJ010>"`` -> ``"couch <OBJ010>"``), the form stage 1 teaches: the lookup by name happens at the label
+    token. Trained on bare identifiers, the stage-4 model answered every description with one constant
+    identifier. Evaluation reads the identifiers wherever they are in the answer.
+    """
     answers = row.get("answers")
     answer = str(answers[0]) if answers is not None and len(answers) else ""
+    targets = row.get("target_object_ids")
+    if (objects is not None and row.get("task") in GROUNDING_TASKS and targets is not None and len(targets)
+            and "<OBJ" in answer):
+        where = np.flatnonzero(objects.ids == int(targets[0]))
+        if len(where):
+            answer = f"{objects.labels[int(where[0])]} {answer}"
     options = row.get("options")
     return prompt_text(str(row["question"]), row.get("situation") or None,
                        list(options) if options is not None and not isinstance(options, str) else None), answer
@@ -222,7 +237,7 @@ class CurriculumData:
         sid = scenes[int(rng.integers(len(scenes)))]
         idx = groups[sid]
         take = rng.choice(idx, size=min(len(idx), 1 if real else self.turns), replace=False)
-        turns = [row_turn(self.rows[stage].loc[int(i)]) for i in take]
+        turns = [row_turn(self.rows[stage].loc[int(i)], self.objects[sid]) for i in take]
         if real:
             if self.scene_inputs is None:
                 return None
