@@ -189,6 +189,7 @@ class StageParams:
     max_objects: int = 40  # stage-1 scene-size warm-up grows from 1 to this many objects
     vocab_share: float = 0.0  # stage 1: share of objects given a random category of the whole vocabulary
     train_xy_pe: bool = True  # train the floor-plane Fourier PE term F(x, y); off = it stays 0 (zero-init)
+    simplified_share: float = 0.0  # stage 4: share of SpaceSpan items shown on a simplified scene (8 turns, cheap)
 
 
 @dataclass

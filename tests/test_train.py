@@ -154,3 +154,17 @@ def test_grounding_rows_restate_the_target_label_before_its_identifier() -> None
     qa = pd.Series({"task": "qa", "question": "What is next to the lamp?", "answers": np.array(["couch"]),
                     "target_object_ids": np.array([10])})
     assert row_turn(qa, objs)[1] == "couch"
+
+
+def test_stage4_shows_a_share_of_its_rows_on_simplified_scenes(toy: StagePaths) -> None:
+    from proxy3d.train.loop import proxy_loader
+
+    objs = load_objects(toy.spacespan / "objects.parquet")["train"]
+    rows = {4: load_rows(toy.spacespan, 4, "train")}
+    loader = proxy_loader(toy.proxies)
+    real = CurriculumData(4, objs, rows, loader, steps=10, seed=0, mix_previous=0.0).batch(0, 8)
+    assert all(e.scene.features is not None and len(e.turns) == 1 for e in real)
+    mixed = [e for s in range(4) for e in CurriculumData(4, objs, rows, loader, steps=10, seed=0, mix_previous=0.0,
+                                                         turns=3, simplified_share=0.5).batch(s, 8)]
+    simple = [e for e in mixed if e.scene.features is None]
+    assert 0 < len(simple) < len(mixed) and max(len(e.turns) for e in simple) > 1

@@ -113,7 +113,7 @@ def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
     rank = int(torch.distributed.get_rank())
     data = CurriculumData(stage, objects.get("train", {}), {k: load_rows(paths.spacespan, k, "train")
                           for k in range(1, stage + 1)}, scene_inputs, sp.steps, tp.seed, sp.mix_previous,
-                          sp.turns, sp.max_objects, rank, sp.vocab_share)
+                          sp.turns, sp.max_objects, rank, sp.vocab_share, sp.simplified_share)
     codec = TextCodec(tok, tt.proxy_token_id(tok))
     engine = ds.initialize(model, ds.ds_config(tp, sp, device))
     out_dir = paths.checkpoints / f"stage{stage}"
