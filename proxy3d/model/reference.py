@@ -117,5 +117,6 @@ class ReferenceEmbedding(nn.Module):
         if real and category.numel() and int(category.max()) >= s:
             raise ValueError(f"category id {int(category.max())} is outside the {s}-category vocabulary")
         ids = self.id_embed()[instance.clamp(min=0)] * (instance >= 0).unsqueeze(-1).to(z.dtype)
-        sem = (self.sem_embed() if sem_table is None else sem_table)[category.clamp(min=0)] * (category >= 0).unsqueeze(-1).to(z.dtype)
+        table = self.sem_embed() if sem_table is None else sem_table
+        sem = table[category.clamp(min=0)] * (category >= 0).unsqueeze(-1).to(z.dtype)
         return z + ids.to(z.dtype) + sem.to(z.dtype)

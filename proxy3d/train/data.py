@@ -24,6 +24,7 @@ import pandas as pd
 
 from proxy3d.io import spacespan_partition
 from proxy3d.model.inputs import Example, SceneInput, prompt_text
+from proxy3d.model.text_tokenizer import parse_object_ids
 from proxy3d.vocab import categories
 from proxy3d.vocab import identifier_token as obj
 
@@ -107,7 +108,7 @@ def row_turn(row: pd.Series, objects: SceneObjects | None = None) -> tuple[str, 
     answer = str(answers[0]) if answers is not None and len(answers) else ""
     targets = row.get("target_object_ids")
     if (objects is not None and row.get("task") in GROUNDING_TASKS and targets is not None and len(targets)
-            and "<OBJ" in answer):
+            and parse_object_ids(answer)):
         where = np.flatnonzero(objects.ids == int(targets[0]))
         if len(where):
             answer = f"{objects.labels[int(where[0])]} {answer}"
