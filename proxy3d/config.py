@@ -81,7 +81,9 @@ class ProxiesParams:
     min_per_group: int = 1
     per_object_cap: int = 0  # 0 = no cap
     background_voxel: float = 0.5  # metres: unlabelled patches are grouped by this voxel
-    outlier_radius: float = 0.25  # metres: mask pieces farther than this from the rest of their mask ...
+    # metres: mask pieces farther than this from the rest of their mask ... (at least; raised to 6 patch spacings on
+    # coarse grids, grouping.detach_outliers; on the default grid 0.1 lifts semantic Acc@0.5 from 58.4 at 0.25 to 67.8)
+    outlier_radius: float = 0.1
     outlier_min_share: float = 0.1  # ... and smaller than this share of its largest piece become unlabelled
     label_vote_voxel: float = 0.05  # metres: multi-view label vote per voxel before grouping (0 disables)
     label_vote_keep: float = 0.34  # a patch whose label holds < this share of its voxel ...

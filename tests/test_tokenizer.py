@@ -179,3 +179,23 @@ def test_mask_outliers_are_detached_before_grouping() -> None:
     m = p.members[:3]
     assert ((m == -1) | (p.instance[np.maximum(m, 0)] == -1)).all()
     assert p.meta["detached"] >= 3
+
+
+def test_outlier_radius_grows_with_patch_spacing() -> None:
+    """On a coarse grid the radius is raised to OUTLIER_SPACINGS spacings, so an object's own faces stay together;
+    on a fine grid the same object split by a 0.3 m gap loses its smaller piece."""
+    from proxy3d.tokenizer.grouping import OUTLIER_SPACINGS, detach_outliers, patch_spacing
+
+    def plate(step: float, x0: float, x1: float) -> np.ndarray:  # a vertical 2D grid of points, spacing ``step``
+        g = np.arange(x0, x1 + 1e-9, step)
+        xx, zz = np.meshgrid(g, np.arange(0, 1 + 1e-9, step))
+        return np.stack([xx.ravel(), np.zeros(xx.size), zz.ravel()], 1)
+
+    fine = plate(0.02, 0, 1)
+    assert patch_spacing(fine) == pytest.approx(0.02, rel=0.1)
+    for step, kept in ((0.02, False), (0.1, True)):
+        pts = np.concatenate([plate(step, 0, 1), plate(step, 1.3, 1.35)])  # body and a thin strip 0.3 m away
+        assert (OUTLIER_SPACINGS * patch_spacing(pts) > 0.3) == kept
+        out = detach_outliers(pts, np.zeros(len(pts), np.int64), radius=0.1, min_share=0.1)
+        strip = pts[:, 0] > 1.2
+        assert (out[strip] == 0).all() == kept and (out[~strip] == 0).all()

@@ -11,11 +11,16 @@ mixed pixels at depth edges). Left in, one such patch stretches every box built 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+# the outlier radius is at least this many patch spacings (6 x 1.7 cm ~ the 0.1 m default on the default grid)
+OUTLIER_SPACINGS = 6.0
 
 
 @dataclass
@@ -59,18 +64,35 @@ def group_patches(points: np.ndarray, labels: np.ndarray, background_voxel: floa
     return Groups(index=index, label=label, sizes=sizes)
 
 
+def patch_spacing(points: np.ndarray, sample: int = 4096, seed: int = 0) -> float:
+    """Median distance from a patch point to its nearest neighbour (metres), estimated on a random sample of
+    ``sample`` points and scaled to the full density (points lie on surfaces: spacing ~ 1 / sqrt(density)).
+    ~5 ms at any N; 1.7 cm on the default 30x40-patch, 32-frame scenes, 6.9 cm on the box-world test scenes."""
+    n = points.shape[0]
+    if n < 2:
+        return 0.0
+    m = min(n, sample)
+    idx = np.random.default_rng(seed).choice(n, size=m, replace=False)
+    sub = np.asarray(points, dtype=np.float64)[idx]
+    d, _ = cKDTree(sub).query(sub[: min(m, 1024)], k=2)
+    return float(np.median(d[:, 1]) * math.sqrt(m / n))
+
+
 def detach_outliers(points: np.ndarray, labels: np.ndarray, radius: float, min_share: float) -> np.ndarray:
     """Labels with mask outliers set to -1.
 
-    Each label's patches are binned into ``radius``-sized cells; cells of one label touching (26-
-    neighbourhood) are one piece, so patches closer than ``radius`` always share a piece. A piece with
-    fewer patches than ``min_share`` of its label's largest piece is an outlier. Costs one sort of N keys
-    (a k-NN graph was 20x slower). points: (N, 3) finite; labels: (N,) int. Returns (N,) int64.
+    Each label's patches are binned into cells of ``max(radius, OUTLIER_SPACINGS x`` :func:`patch_spacing`
+    ``)``: the radius grows on coarse patch grids, where a fixed 0.1 m would split an object's own faces.
+    Cells of one label touching (26-neighbourhood) are one piece, so patches closer than the radius always
+    share a piece. A piece with fewer patches than ``min_share`` of its label's largest piece is an outlier.
+    Costs one sort of N keys (a k-NN graph was 20x slower). points: (N, 3) finite; labels: (N,) int.
+    Returns (N,) int64.
     """
     labels = np.asarray(labels, dtype=np.int64)
     lab = np.flatnonzero(labels >= 0)
     if radius <= 0 or min_share <= 0 or lab.size < 2:
         return labels
+    radius = max(radius, OUTLIER_SPACINGS * patch_spacing(points[lab]))
     q = np.floor(np.asarray(points, dtype=np.float64)[lab] / radius).astype(np.int64)
     q -= q.min(0) - 1  # >= 1, so every neighbour offset stays >= 0
     _, code = np.unique(labels[lab], return_inverse=True)
