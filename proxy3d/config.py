@@ -192,6 +192,9 @@ class StageParams:
     vocab_share: float = 0.0  # stage 1: share of objects given a random category of the whole vocabulary
     train_xy_pe: bool = True  # train the floor-plane Fourier PE term F(x, y); off = it stays 0 (zero-init)
     simplified_share: float = 0.0  # stage 4: share of SpaceSpan items shown on a simplified scene (8 turns, cheap)
+    # lr multiplier of the proxy-feature projector (created in stage 4): at the full lr its output grew to ~4x the
+    # identifier/category references within 100 steps and the model read no identifier on real proxies
+    projector_lr_scale: float = 1.0
 
 
 @dataclass
@@ -227,7 +230,7 @@ class Params:
     train_stage1: StageParams = field(default_factory=lambda: StageParams(steps=1200, lr=1e-3, batch_size=16, train_xy_pe=False))  # 2e-3: seed 1 stayed at 12% grounding
     train_stage2: StageParams = field(default_factory=lambda: StageParams(steps=200, lr=1e-3))
     train_stage3: StageParams = field(default_factory=lambda: StageParams(steps=100, lr=1e-3))
-    train_stage4: StageParams = field(default_factory=lambda: StageParams(steps=100, lr=1e-3, batch_size=4))
+    train_stage4: StageParams = field(default_factory=lambda: StageParams(steps=100, lr=1e-3, batch_size=4, projector_lr_scale=0.1))
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)
 

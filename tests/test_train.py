@@ -86,7 +86,8 @@ def test_deepspeed_two_cpu_steps_lower_the_loss_on_a_fixed_batch(toy: StagePaths
     cfg = ds.ds_config(TrainParams(deepspeed_config=str(ROOT / "configs/deepspeed/zero2.json")),
                        StageParams(steps=10, lr=3e-4, batch_size=2, warmup_steps=0), "cpu")
     cfg["scheduler"]["params"]["warmup_min_ratio"] = 1.0  # full lr from the first step
-    engine = ds.initialize(model, cfg)
+    engine = ds.initialize(model, cfg, ds.param_groups(model, 3e-4, {"projector": 0.1}))  # no projector: one group
+    assert len(engine.optimizer.param_groups) == 1
     losses = []
     for _ in range(2):
         loss = engine(batch.input_ids, batch.attention_mask, batch.labels, batch.scenes)
@@ -96,6 +97,27 @@ def test_deepspeed_two_cpu_steps_lower_the_loss_on_a_fixed_batch(toy: StagePaths
     with torch.no_grad():
         losses.append(float(engine(batch.input_ids, batch.attention_mask, batch.labels, batch.scenes)))
     assert losses[2] < losses[1] < losses[0], losses
+
+
+def test_projector_trains_at_its_own_lr_scale() -> None:
+    """A stage's projector_lr_scale reaches the optimizer: the projector's group runs at lr x scale, through the
+    warm-up schedule too (DeepSpeed scales each group's own lr)."""
+    ds.init_distributed("cpu")
+    net = torch.nn.Module()
+    net.body, net.projector = torch.nn.Linear(4, 4), torch.nn.Linear(3, 4)
+    net.body.bias.requires_grad_(False)
+    groups = ds.param_groups(net, 1e-3, {"projector": 0.1, "missing": 5.0})
+    assert [len(g["params"]) for g in groups] == [1, 2] and groups[1]["lr"] == pytest.approx(1e-4)
+    cfg = ds.ds_config(TrainParams(deepspeed_config=str(ROOT / "configs/deepspeed/zero2.json")),
+                       StageParams(steps=10, lr=1e-3, batch_size=1, warmup_steps=4), "cpu")
+    engine = ds.initialize(net, cfg, groups)
+    seen = []
+    for _ in range(3):
+        engine.lr_scheduler.step()
+        lrs = [g["lr"] for g in engine.optimizer.param_groups]
+        assert lrs[1] == pytest.approx(0.1 * lrs[0]) and lrs[0] > 0
+        seen.append(lrs[0])
+    assert seen[0] < seen[1] < seen[2] <= 1e-3  # warming up
 
 
 def _weights(ckpt: Path) -> dict[str, torch.Tensor]:

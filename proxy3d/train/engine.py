@@ -102,13 +102,29 @@ def resume(engine: Any, ckpt_dir: Path) -> int:
     return int(state["step"])
 
 
-def initialize(model: torch.nn.Module, config: dict[str, Any]) -> Any:
-    """``deepspeed.initialize`` on the trainable parameters; the scheduler starts at iteration 0 so the first
-    step does not run at lr 0 (DeepSpeed's schedulers report 0 before their first ``step``)."""
+def param_groups(model: torch.nn.Module, lr: float, scaled: dict[str, float]) -> list[dict[str, Any]]:
+    """Optimizer groups of the trainable parameters: those of each submodule named in ``scaled`` (e.g.
+    ``{"projector": 0.1}``) at ``lr`` times its factor, the rest at the config's lr. Empty groups are left out."""
+    taken: set[int] = set()
+    groups = []
+    for name, factor in scaled.items():
+        sub = getattr(model, name, None)
+        ps = [p for p in (sub.parameters() if sub is not None else []) if p.requires_grad and id(p) not in taken]
+        taken.update(id(p) for p in ps)
+        if ps:
+            groups.append({"params": ps, "lr": lr * factor})
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
+    return ([{"params": rest}] if rest else []) + groups
+
+
+def initialize(model: torch.nn.Module, config: dict[str, Any], groups: list[dict[str, Any]] | None = None) -> Any:
+    """``deepspeed.initialize`` on the trainable parameters (or on ``groups``, see :func:`param_groups`); the
+    scheduler starts at iteration 0 so the first step does not run at lr 0 (DeepSpeed's schedulers report 0
+    before their first ``step``; they scale every group's own lr)."""
     import deepspeed
 
-    engine, _, _, sched = deepspeed.initialize(model=model, config=config,
-                                               model_parameters=[p for p in model.parameters() if p.requires_grad])
+    params = groups if groups is not None else [p for p in model.parameters() if p.requires_grad]
+    engine, _, _, sched = deepspeed.initialize(model=model, config=config, model_parameters=params)
     if sched is not None:
         sched.step(0)
     return engine

@@ -115,7 +115,7 @@ def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
                           for k in range(1, stage + 1)}, scene_inputs, sp.steps, tp.seed, sp.mix_previous,
                           sp.turns, sp.max_objects, rank, sp.vocab_share, sp.simplified_share)
     codec = TextCodec(tok, tt.proxy_token_id(tok))
-    engine = ds.initialize(model, ds.ds_config(tp, sp, device))
+    engine = ds.initialize(model, ds.ds_config(tp, sp, device), ds.param_groups(model, sp.lr, {"projector": sp.projector_lr_scale}))
     out_dir = paths.checkpoints / f"stage{stage}"
     ckpt_dir = out_dir / "ds"
     fingerprint = json.dumps({"model": section_dict(params.model), "train": section_dict(tp), "stage": section_dict(sp)},
