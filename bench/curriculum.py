@@ -76,12 +76,13 @@ def main() -> int:
         row["total_seconds"] = round(total, 1)
         results.append(row)
         print(json.dumps(row, indent=1), flush=True)
-    print("\nseed | total s | " + " | ".join(f"stage{s} s" for s in args.stages) + " | what_is | grounding | closest (chance) | MRA (median)")
+    print("\nseed | total s | " + " | ".join(f"stage{s} s" for s in args.stages) + " | what_is | grounding | closest (chance) | MRA (median) | where (median centre)")
     for r in results:
         s1, s2 = r.get("stage1", {}), r.get("stage2", {})
         print(f"{r['seed']} | {r['total_seconds']} | " + " | ".join(str(r[f'stage{s}']['seconds']) for s in args.stages)
               + f" | {s1.get('what_is_acc', '-')} | {s1.get('grounding_acc', '-')} | {s2.get('closest_acc', '-')} "
-              f"({s2.get('closest_chance', '-')}) | {s2.get('distance_mra', '-')} ({s2.get('distance_mra_median_baseline', '-')})")
+              f"({s2.get('closest_chance', '-')}) | {s2.get('distance_mra', '-')} ({s2.get('distance_mra_median_baseline', '-')})"
+              f" | {s2.get('where_acc', '-')} ({s2.get('where_median_baseline', '-')})")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))

@@ -3,7 +3,9 @@
 Stage 1: "What is <OBJm>?" (the answer must name the object's label) and identifier grounding "Which
 object is the chair?" (labels unique in the scene; the answer's last ``<OBJ###>`` must be that object).
 Stage 2: nearest object (chance = 1/(n-1)) and distance MRA (mean over θ ∈ {0.50, …, 0.95} of
-|pred - gt| / gt < 1 - θ) next to the trivial baseline of always answering the median train distance.
+|pred - gt| / gt < 1 - θ) next to the trivial baseline of always answering the median train distance; and the
+read-out under both, "Where is <OBJm>?" (x and y of the answer within ``WHERE_TOL`` of the object's centre) next
+to always answering the median train centre.
 """
 
 from __future__ import annotations
@@ -19,23 +21,25 @@ import torch
 from proxy3d.model import text_tokenizer as tt
 from proxy3d.model.inputs import SceneInput, TextCodec
 from proxy3d.model.proxy_vlm import Proxy3DModel
-from proxy3d.train.data import SceneObjects, closest_to, how_far, nearest_other, what_is, which_is
+from proxy3d.train.data import SceneObjects, closest_to, how_far, nearest_other, what_is, where_is, which_is
 
 log = logging.getLogger(__name__)
 THETAS = np.arange(0.50, 0.96, 0.05)
 _NUM = re.compile(r"-?\d+(?:\.\d+)?")
 _OBJ = re.compile(r"<OBJ\d{3}>")
+WHERE_TOL = 0.5  # metres, per floor-plane axis
 
 
 @dataclass
 class Probe:
-    kind: str  # what | which | closest | far
+    kind: str  # what | which | closest | far | where
     scene: SceneInput
     prompt: str
     label: str = ""
     targets: tuple[int, ...] = ()
     value: float = 0.0
     chance: float = 0.0
+    xy: tuple[float, float] = (0.0, 0.0)  # where: the object's floor-plane centre
 
 
 def stage1_probes(val: dict[str, SceneObjects], seed: int = 0, limit: int = 200) -> list[Probe]:
@@ -63,6 +67,8 @@ def stage2_probes(val: dict[str, SceneObjects], seed: int = 0, limit: int = 200)
             continue
         scene = o.scene_input(rng.permutation(n))
         for k in range(n):
+            out.append(Probe("where", scene, where_is(int(o.ids[k]), o.centers[k])[0],
+                             xy=(float(o.centers[k][0]), float(o.centers[k][1]))))
             j = nearest_other(o.centers, k)
             out.append(Probe("closest", scene, closest_to(int(o.ids[k]), int(o.ids[j]))[0],
                              targets=(int(o.ids[j]),), chance=1.0 / (n - 1)))
@@ -104,10 +110,17 @@ def generate(model: Proxy3DModel, codec: TextCodec, scenes: Sequence[SceneInput]
     return out
 
 
-def score(probes: Sequence[Probe], answers: Sequence[tuple[str, list[int]]], median_distance: float = 0.0) -> dict[str, float]:
-    """Accuracy per kind (and MRA with its median baseline for ``far``)."""
+def near_xy(nums: Sequence[str], xy: tuple[float, float]) -> bool:
+    """The first two numbers of a "Where is" answer ("<OBJm> x 1.2 y 3.4 z 0.5") within WHERE_TOL of ``xy``."""
+    return len(nums) >= 2 and abs(float(nums[0]) - xy[0]) < WHERE_TOL and abs(float(nums[1]) - xy[1]) < WHERE_TOL
+
+
+def score(probes: Sequence[Probe], answers: Sequence[tuple[str, list[int]]], median_distance: float = 0.0,
+          median_xy: tuple[float, float] = (0.0, 0.0)) -> dict[str, float]:
+    """Accuracy per kind (and MRA with its median baseline for ``far``, the median-centre baseline for ``where``)."""
     hits: dict[str, list[float]] = {}
     base: list[float] = []
+    where_base: list[float] = []
     chance: list[float] = []
     for p, (text, ids) in zip(probes, answers, strict=True):
         if p.kind == "what":
@@ -116,17 +129,23 @@ def score(probes: Sequence[Probe], answers: Sequence[tuple[str, list[int]]], med
             ok = bool(ids) and ids[-1] in p.targets
             if p.kind == "closest":
                 chance.append(p.chance)
+        elif p.kind == "where":
+            ok = near_xy(_NUM.findall(_OBJ.sub(" ", text)), p.xy)
+            where_base.append(float(near_xy([str(median_xy[0]), str(median_xy[1])], p.xy)))
         else:
             nums = _NUM.findall(_OBJ.sub(" ", text))
             ok = mra(float(nums[-1]), p.value) if nums else 0.0
             base.append(mra(median_distance, p.value))
         hits.setdefault(p.kind, []).append(float(ok))
-    names = {"what": "what_is_acc", "which": "grounding_acc", "closest": "closest_acc", "far": "distance_mra"}
+    names = {"what": "what_is_acc", "which": "grounding_acc", "closest": "closest_acc", "far": "distance_mra",
+             "where": "where_acc"}
     out = {names[k]: float(np.mean(v)) for k, v in hits.items()}
     if chance:
         out["closest_chance"] = float(np.mean(chance))
     if base:
         out["distance_mra_median_baseline"] = float(np.mean(base))
+    if where_base:
+        out["where_median_baseline"] = float(np.mean(where_base))
     return out
 
 
@@ -141,4 +160,6 @@ def run_probes(model: Proxy3DModel, codec: TextCodec, stage: int, val: dict[str,
         log.info("probe %s: %s", kind, shown)
     dists = [float(np.linalg.norm(o.centers[i] - o.centers[j])) for o in train.values()
              for i in range(len(o.ids)) for j in range(i + 1, len(o.ids))]
-    return score(probes, answers, float(np.median(dists)) if dists else 0.0)
+    centres = [o.centers[i, :2] for o in train.values() for i in range(len(o.ids))]
+    mxy = tuple(float(v) for v in np.median(centres, axis=0)) if centres else (0.0, 0.0)
+    return score(probes, answers, float(np.median(dists)) if dists else 0.0, mxy)

@@ -1,0 +1,29 @@
+"""Scoring of the stage-1/2 probes (no model: answers are given)."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy3d.model.inputs import SceneInput
+from proxy3d.train.probes import Probe, score
+
+
+def test_probe_scores_against_their_baselines() -> None:
+    s = SceneInput.empty("scene0000_00")
+    probes = [
+        Probe("what", s, "q", label="chair"),
+        Probe("which", s, "q", targets=(3,)),
+        Probe("closest", s, "q", targets=(4,), chance=0.25),
+        Probe("far", s, "q", value=2.0),
+        Probe("where", s, "q", xy=(1.0, 2.0)),
+        Probe("where", s, "q", xy=(3.0, 0.5)),
+    ]
+    answers = [("<OBJ001> chair", [1]), ("chair <OBJ003>", [3]), ("<OBJ002> closest <OBJ005>", [2, 5]),
+               ("<OBJ001> <OBJ002> 2.1", [1, 2]), ("<OBJ007> x 1.3 y 1.6 z 0.4", [7]), ("<OBJ008> x 3.0 y 1.2", [8])]
+    out = score(probes, answers, median_distance=4.0, median_xy=(2.9, 0.9))
+    assert out["what_is_acc"] == out["grounding_acc"] == 1.0 and out["closest_acc"] == 0.0
+    assert out["closest_chance"] == 0.25
+    assert out["distance_mra"] == pytest.approx(0.9)  # |2.1 - 2| / 2 = 0.05 < 1 - θ for θ <= 0.9 (9 of 10)
+    assert out["distance_mra_median_baseline"] == 0.0  # 4 m for 2 m is off by 100%
+    assert out["where_acc"] == 0.5  # second answer: y off by 0.7 m
+    assert out["where_median_baseline"] == 0.5  # (2.9, 0.9) is within 0.5 m of (3.0, 0.5) only
