@@ -110,9 +110,14 @@ def generate(model: Proxy3DModel, codec: TextCodec, scenes: Sequence[SceneInput]
     return out
 
 
-def near_xy(nums: Sequence[str], xy: tuple[float, float]) -> bool:
-    """The first two numbers of a "Where is" answer ("<OBJm> x 1.2 y 3.4 z 0.5") within WHERE_TOL of ``xy``."""
-    return len(nums) >= 2 and abs(float(nums[0]) - xy[0]) < WHERE_TOL and abs(float(nums[1]) - xy[1]) < WHERE_TOL
+def numbers(text: str) -> list[float]:
+    """The numbers of an answer, identifiers left out ("<OBJ012> x 1.2 y 3.4" -> [1.2, 3.4])."""
+    return [float(v) for v in _NUM.findall(_OBJ.sub(" ", text))]
+
+
+def near_xy(pred: Sequence[float], xy: tuple[float, float]) -> bool:
+    """The first two of ``pred`` (a "Where is" answer's x and y) within WHERE_TOL of ``xy`` on both axes."""
+    return len(pred) >= 2 and abs(pred[0] - xy[0]) < WHERE_TOL and abs(pred[1] - xy[1]) < WHERE_TOL
 
 
 def score(probes: Sequence[Probe], answers: Sequence[tuple[str, list[int]]], median_distance: float = 0.0,
@@ -130,11 +135,11 @@ def score(probes: Sequence[Probe], answers: Sequence[tuple[str, list[int]]], med
             if p.kind == "closest":
                 chance.append(p.chance)
         elif p.kind == "where":
-            ok = near_xy(_NUM.findall(_OBJ.sub(" ", text)), p.xy)
-            where_base.append(float(near_xy([str(median_xy[0]), str(median_xy[1])], p.xy)))
+            ok = near_xy(numbers(text), p.xy)
+            where_base.append(float(near_xy(median_xy, p.xy)))
         else:
-            nums = _NUM.findall(_OBJ.sub(" ", text))
-            ok = mra(float(nums[-1]), p.value) if nums else 0.0
+            nums = numbers(text)
+            ok = mra(nums[-1], p.value) if nums else 0.0
             base.append(mra(median_distance, p.value))
         hits.setdefault(p.kind, []).append(float(ok))
     names = {"what": "what_is_acc", "which": "grounding_acc", "closest": "closest_acc", "far": "distance_mra",
