@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 VENV=.venv
 STAMP=$VENV/.installed
 PY=${PYTHON:-python3}
-if [[ -f $STAMP && $STAMP -nt pyproject.toml && $STAMP -nt scripts/install.sh ]]; then
+if [[ -f $STAMP && $STAMP -nt pyproject.toml && $STAMP -nt scripts/install.sh && $STAMP -nt constraints.txt ]]; then
   echo "install: .venv is up to date"; exit 0
 fi
 [[ -x $VENV/bin/python ]] || "$PY" -m venv "$VENV"
@@ -17,6 +17,7 @@ BUILD_ARGS=()
 if [[ -f /etc/xdg/pip/constraints.txt ]]; then
   BUILD_ARGS+=(--build-constraint /etc/xdg/pip/constraints.txt)
 fi
-SAM2_BUILD_CUDA=0 "$VENV/bin/python" -m pip install "${BUILD_ARGS[@]}" -e ".[dev,browser]"
+# constraints.txt pins every package to the versions the README's numbers were measured with
+SAM2_BUILD_CUDA=0 "$VENV/bin/python" -m pip install "${BUILD_ARGS[@]}" -c constraints.txt -e ".[dev,browser]"
 touch "$STAMP"
 echo "install: done ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"
