@@ -192,6 +192,15 @@ class StageParams:
     vocab_share: float = 0.0  # stage 1: share of objects given a random category of the whole vocabulary
     train_xy_pe: bool = True  # train the floor-plane Fourier PE term F(x, y); off = it stays 0 (zero-init)
     simplified_share: float = 0.0  # stage 4: share of SpaceSpan items shown on a simplified scene (8 turns, cheap)
+    # visual tokens of a simplified scene, drawn from [lo, hi]: each object's token repeated in proportion to its
+    # surface area, as real proxies are (train.data.spread_scene); [0, 0] = one token per object
+    simplified_tokens: list[int] = field(default_factory=lambda: [0, 0])
+    # stage 4: questions per real-proxy sequence (the 700 proxies are most of a sequence's cost, so more turns
+    # are nearly free supervision; turns beyond max_length text tokens are dropped)
+    real_turns: int = 1
+    # stage 3: share of sequences of templated referring expressions ("the lamp is next to the cup." -> "lamp
+    # <OBJ###>"): the target first, an anchor after it
+    refer_share: float = 0.0
     # lr multiplier of the proxy-feature projector (created in stage 4): at the full lr its output grew to ~4x the
     # identifier/category references within 100 steps and the model read no identifier on real proxies
     projector_lr_scale: float = 1.0

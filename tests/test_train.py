@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -190,3 +191,51 @@ def test_stage4_shows_a_share_of_its_rows_on_simplified_scenes(toy: StagePaths) 
                                                          turns=3, simplified_share=0.5).batch(s, 8)]
     simple = [e for e in mixed if e.scene.features is None]
     assert 0 < len(simple) < len(mixed) and max(len(e.turns) for e in simple) > 1
+
+
+def test_spread_scene_repeats_each_object_by_surface_area_on_its_box_surface() -> None:
+    from proxy3d.model.inputs import SceneInput
+    from proxy3d.train.data import spread_scene
+
+    centers = np.array([[3.0, 2.5, -0.025], [1.0, 1.0, 0.75], [4.0, 4.0, 1.05]], np.float32)
+    sizes = np.array([[6.0, 5.0, 0.05], [0.08, 0.08, 0.1], [1.0, 0.5, 0.7]])  # floor, cup, cabinet
+    scene = SceneInput.from_objects([12, 40, 7], [3, 9, 21], centers)
+    out = spread_scene(scene, sizes, 120, np.random.default_rng(0))
+    ids, counts = np.unique(out.instance, return_counts=True)
+    assert len(out) == 120 and ids.tolist() == [7, 12, 40]
+    per = dict(zip(ids.tolist(), counts.tolist(), strict=True))
+    assert per[40] == 1 and per[12] > per[7] > per[40]  # >= 1 each, more for more surface
+    for oid, cat, c, s in zip([12, 40, 7], [3, 9, 21], centers, sizes, strict=True):
+        mine = out.instance == oid
+        assert (out.category[mine] == cat).all()
+        q = np.abs(out.centers[mine] - c) - s / 2  # signed distance to each face pair: <= 0 inside, max = 0 on it
+        assert np.allclose(q.max(1), 0.0, atol=1e-5)
+    again = spread_scene(scene, sizes, 120, np.random.default_rng(0))
+    assert np.array_equal(again.centers, out.centers) and np.array_equal(again.instance, out.instance)
+    assert spread_scene(scene, sizes, 3, np.random.default_rng(0)) is scene  # no room to spread: unchanged
+
+
+def test_simplified_tokens_spread_every_simplified_scene_of_a_stage(toy: StagePaths) -> None:
+    objs = load_objects(toy.spacespan / "objects.parquet")["train"]
+    rows = {k: load_rows(toy.spacespan, k, "train") for k in (1, 2, 3)}
+    plain = CurriculumData(3, objs, rows, None, steps=10, seed=0).batch(0, 8)
+    assert all(len(e.scene) == len(np.unique(e.scene.instance)) for e in plain)
+    spread = CurriculumData(3, objs, rows, None, steps=10, seed=0, simplified_tokens=(60, 80)).batch(0, 8)
+    assert all(60 <= len(e.scene) <= 80 for e in spread)
+    with pytest.raises(ValueError, match="simplified_tokens"):
+        CurriculumData(3, objs, rows, None, steps=10, seed=0, simplified_tokens=(50, 10))
+
+
+def test_stage3_referring_expressions_name_the_target_first_and_answer_its_identifier(toy: StagePaths) -> None:
+    objs = load_objects(toy.spacespan / "objects.parquet")["train"]
+    rows = {k: load_rows(toy.spacespan, k, "train") for k in (1, 2, 3)}
+    data = CurriculumData(3, objs, rows, None, steps=10, seed=0, mix_previous=0.0, refer_share=1.0)
+    turns = [t for s in range(3) for e in data.batch(s, 4) for t in e.turns]
+    assert turns
+    for prompt, answer in turns:
+        label, ident = answer.rsplit(" ", 1)
+        assert re.fullmatch(r"<OBJ\d{3}>", ident)
+        text = prompt.split("Question: ", 1)[1]
+        assert 0 <= text.find(label) < text.rfind(" the "), (prompt, answer)  # the target comes before the anchor
+    with_rows = CurriculumData(3, objs, rows, None, steps=10, seed=0, mix_previous=0.0, refer_share=0.0).batch(0, 4)
+    assert not any(t[0].startswith("Question: find the") for e in with_rows for t in e.turns)
