@@ -87,6 +87,24 @@ def test_world_has_support_no_interpenetration_and_free_cameras() -> None:
     assert len({(k.pattern, k.colors) for k in KINDS}) == len(KINDS), "categories must look different"
 
 
+def test_object_ids_are_a_permutation_that_says_nothing_about_the_object() -> None:
+    # ScanNet numbers objects in annotation order; numbered in placement order, ids named the category (door = 5)
+    # and a blind model grounded descriptions from the text alone
+    door_ids, floor_ids = set(), set()
+    for seed in range(12):
+        w = build_world(f"scene{seed:04d}_00", "train", seed, frames=4)
+        ids = [o.object_id for o in w.scene.objects]
+        assert ids == list(range(len(ids)))  # sorted, 0..n-1, like an aggregation file
+        assert sorted(w.box_instance[w.box_instance >= 0].tolist()) == ids  # the rendered boxes carry the same ids
+        by_id = {o.object_id: o for o in w.scene.objects}
+        for o in w.scene.objects:
+            if o.support is not None and o.support >= 0:
+                assert by_id[o.support].aabb[2] + by_id[o.support].aabb[5] / 2 == pytest.approx(o.aabb[2] - o.aabb[5] / 2)
+        door_ids |= {o.object_id for o in w.scene.objects if o.label == "door"}
+        floor_ids |= {o.object_id for o in w.scene.objects if o.label == "floor"}
+    assert len(door_ids) >= 6 and len(floor_ids) >= 6
+
+
 def test_boxes_from_ply_segs_aggregation_equal_generator_boxes(dataset) -> None:
     out, scenes = dataset
     for sc in scenes:
