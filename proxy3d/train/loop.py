@@ -167,9 +167,10 @@ def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
         save_model_dir(module, tok, out_dir, meta)
     if rank == 0:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-        if stage in (1, 2) and objects.get("val"):
+        if stage in (1, 2, 4) and objects.get("val"):
             t0 = time.perf_counter()
-            metrics.update(run_probes(module, codec, stage, objects["val"], objects.get("train", {}), tp.seed))
+            metrics.update(run_probes(module, codec, stage, objects["val"], objects.get("train", {}), tp.seed,
+                                      scene_input=scene_inputs))
             metrics["probe_seconds"] = time.perf_counter() - t0
     tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)})
     return metrics

@@ -6,13 +6,15 @@ Stage 2: nearest object (chance = 1/(n-1)) and distance MRA (mean over θ ∈ {0
 |pred - gt| / gt < 1 - θ) next to the trivial baseline of always answering the median train distance; and the
 read-out under both, "Where is <OBJm>?" (x and y of the answer within ``WHERE_TOL`` of the object's centre) next
 to always answering the median train centre.
+Stage 4: the stage-1 questions on each val scene's real proxies (``real_what_is_acc``, ``real_grounding_acc``):
+the answer must be found among hundreds of proxies, most of them floor and walls.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,6 +78,18 @@ def stage2_probes(val: dict[str, SceneObjects], seed: int = 0, limit: int = 200)
             d = float(np.linalg.norm(o.centers[k] - o.centers[b]))
             out.append(Probe("far", scene, how_far(int(o.ids[k]), int(o.ids[b]), d)[0], value=d))
     return _limit(out, limit, rng)
+
+
+def real_proxy_probes(val: dict[str, SceneObjects], scene_input: Callable[[str], SceneInput | None], seed: int = 0,
+                      limit: int = 200) -> list[Probe]:
+    """:func:`stage1_probes` with each simplified scene replaced by the scene's real proxies (``scene_input(id)``);
+    scenes without proxies are left out."""
+    out = []
+    for p in stage1_probes(val, seed, limit):
+        real = scene_input(p.scene.scene_id)
+        if real is not None:
+            out.append(Probe(p.kind, real, p.prompt, p.label, p.targets))
+    return out
 
 
 def _limit(probes: list[Probe], limit: int, rng: np.random.Generator) -> list[Probe]:
@@ -155,8 +169,13 @@ def score(probes: Sequence[Probe], answers: Sequence[tuple[str, list[int]]], med
 
 
 def run_probes(model: Proxy3DModel, codec: TextCodec, stage: int, val: dict[str, SceneObjects],
-               train: dict[str, SceneObjects], seed: int = 0, limit: int = 200) -> dict[str, float]:
-    probes = stage1_probes(val, seed, limit) if stage == 1 else stage2_probes(val, seed, limit)
+               train: dict[str, SceneObjects], seed: int = 0, limit: int = 200,
+               scene_input: Callable[[str], SceneInput | None] | None = None) -> dict[str, float]:
+    """Probe metrics of ``stage`` (1, 2, or 4 with ``scene_input``, the real-proxy loader); {} for other stages."""
+    if stage == 4:
+        probes = real_proxy_probes(val, scene_input, seed, limit) if scene_input is not None else []
+    else:
+        probes = stage1_probes(val, seed, limit) if stage == 1 else stage2_probes(val, seed, limit) if stage == 2 else []
     if not probes:
         return {}
     answers = generate(model, codec, [p.scene for p in probes], [p.prompt for p in probes])
@@ -167,4 +186,5 @@ def run_probes(model: Proxy3DModel, codec: TextCodec, stage: int, val: dict[str,
              for i in range(len(o.ids)) for j in range(i + 1, len(o.ids))]
     centres = [o.centers[i, :2] for o in train.values() for i in range(len(o.ids))]
     mxy = tuple(float(v) for v in np.median(centres, axis=0)) if centres else (0.0, 0.0)
-    return score(probes, answers, float(np.median(dists)) if dists else 0.0, mxy)
+    out = score(probes, answers, float(np.median(dists)) if dists else 0.0, mxy)
+    return {f"real_{k}": v for k, v in out.items()} if stage == 4 else out
