@@ -161,7 +161,10 @@ def which_is(m: int, label: str) -> tuple[str, str]:
 
 
 def where_is(m: int, c: np.ndarray) -> tuple[str, str]:
-    return prompt_text(f"Where is {obj(m)}?"), f"{obj(m)} x {_fmt(c[0])} y {_fmt(c[1])} z {_fmt(c[2])}"
+    # SpaceSpan's own stage-2 rows answer the same question as "<OBJ012> (1.23, 0.45, 0.80)" (spacespan.
+    # coord_precision = 2); with a second format ("x 1.2 y 0.5 z 0.8") the model mixed the two and carried
+    # coordinate lists into its distance answers ("<OBJ000> <OBJ019> 4.46, 0.48)")
+    return prompt_text(f"Where is {obj(m)}?"), f"{obj(m)} ({c[0]:.2f}, {c[1]:.2f}, {c[2]:.2f})"
 
 
 def closest_to(a: int, b: int) -> tuple[str, str]:
