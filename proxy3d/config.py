@@ -215,7 +215,7 @@ class EvaluateParams:
     budgets: list[int] = field(default_factory=lambda: [450, 700, 1000])
     baselines: list[str] = field(default_factory=lambda: ["blind", "random_object", "global_kmeans"])
     seed: int = 0
-    max_items_per_task: int = 200  # seeded sample of the val items of each task (0 = all)
+    max_items_per_task: int = 0  # seeded sample of this many val items per task (0 = all)
     meteor: bool = True  # METEOR needs Java
     device: str = "auto"  # auto | cpu | cuda
 
