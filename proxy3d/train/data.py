@@ -230,6 +230,11 @@ class CurriculumData:
             return scene
         return spread_scene(scene, sizes, int(rng.integers(lo, hi + 1)), rng)
 
+    def simplified(self, o: SceneObjects, order: np.ndarray, rng: np.random.Generator,
+                   ids: np.ndarray | None = None) -> SceneInput:
+        """``o``'s simplified scene in ``order`` (optionally with other identifiers ``ids``), spread (:meth:`spread`)."""
+        return self.spread(o.scene_input(order, ids), o.sizes[order], rng)
+
     def past_warmup(self, step: int) -> bool:
         """Stage 1 has left its 1-6-object phase (whole-scene rows join)."""
         return step >= SMALL_UNTIL * self.steps
@@ -288,7 +293,7 @@ class CurriculumData:
                 turns.append(how_far(ids[k], ids[j], float(np.linalg.norm(o.centers[k] - o.centers[j]))))
             else:
                 turns.append(what_is(ids[k], o.labels[k]))
-        return Example(self.spread(o.scene_input(order, ids), o.sizes[order], rng), turns)
+        return Example(self.simplified(o, order, rng, ids), turns)
 
     def from_rows(self, rng: np.random.Generator, stage: int, real: bool) -> Example | None:
         groups = self.rows_by_scene.get(stage) or {}
@@ -307,8 +312,7 @@ class CurriculumData:
                 return None
         else:
             o = self.objects[sid]
-            perm = rng.permutation(len(o.ids))
-            scene = self.spread(o.scene_input(perm), o.sizes[perm], rng)
+            scene = self.simplified(o, rng.permutation(len(o.ids)), rng)
         return Example(scene, turns)
 
     def referring(self, rng: np.random.Generator) -> Example | None:
@@ -322,8 +326,7 @@ class CurriculumData:
         ks = rng.choice(unique, size=min(self.turns, len(unique)), replace=False)
         turns = [refer(int(o.ids[k]), o.labels[k], o.labels[nearest_other(o.centers, int(k))], int(rng.integers(8)))
                  for k in ks]
-        perm = rng.permutation(len(o.ids))
-        return Example(self.spread(o.scene_input(perm), o.sizes[perm], rng), turns)
+        return Example(self.simplified(o, rng.permutation(len(o.ids)), rng), turns)
 
     def stage3(self, rng: np.random.Generator, step: int) -> Example:
         if self.refer_share and rng.random() < self.refer_share:
@@ -335,8 +338,7 @@ class CurriculumData:
             return ex
         o = self.objects[self.scene_ids[int(rng.integers(len(self.scene_ids)))]]
         ks = rng.integers(len(o.ids), size=self.turns)
-        perm = rng.permutation(len(o.ids))
-        return Example(self.spread(o.scene_input(perm), o.sizes[perm], rng), [size_of(o.ids[k], o.sizes[k]) for k in ks])
+        return Example(self.simplified(o, rng.permutation(len(o.ids)), rng), [size_of(o.ids[k], o.sizes[k]) for k in ks])
 
     def stage4(self, rng: np.random.Generator, step: int) -> Example:
         # a share of the stage-4 rows (descriptions, QA, captions) on simplified scenes, 8 per sequence: ~8x the

@@ -172,10 +172,14 @@ def run_probes(model: Proxy3DModel, codec: TextCodec, stage: int, val: dict[str,
                train: dict[str, SceneObjects], seed: int = 0, limit: int = 200,
                scene_input: Callable[[str], SceneInput | None] | None = None) -> dict[str, float]:
     """Probe metrics of ``stage`` (1, 2, or 4 with ``scene_input``, the real-proxy loader); {} for other stages."""
-    if stage == 4:
-        probes = real_proxy_probes(val, scene_input, seed, limit) if scene_input is not None else []
+    if stage == 1:
+        probes = stage1_probes(val, seed, limit)
+    elif stage == 2:
+        probes = stage2_probes(val, seed, limit)
+    elif stage == 4 and scene_input is not None:
+        probes = real_proxy_probes(val, scene_input, seed, limit)
     else:
-        probes = stage1_probes(val, seed, limit) if stage == 1 else stage2_probes(val, seed, limit) if stage == 2 else []
+        probes = []
     if not probes:
         return {}
     answers = generate(model, codec, [p.scene for p in probes], [p.prompt for p in probes])
