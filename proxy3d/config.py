@@ -85,6 +85,10 @@ class ProxiesParams:
     # coarse grids, grouping.detach_outliers; on the default grid 0.1 lifts semantic Acc@0.5 from 58.4 at 0.25 to 67.8)
     outlier_radius: float = 0.1
     outlier_min_share: float = 0.1  # ... and smaller than this share of its largest piece become unlabelled
+    # a mask patch whose cell (edge: this many patch spacings) and the 26 around it hold fewer same-label patches than
+    # sparse_min_share of its label's median becomes unlabelled (grouping.detach_sparse: mixed pixels at silhouettes)
+    sparse_spacings: float = 3.0
+    sparse_min_share: float = 0.2
     label_vote_voxel: float = 0.05  # metres: multi-view label vote per voxel before grouping (0 disables)
     label_vote_keep: float = 0.34  # a patch whose label holds < this share of its voxel ...
     label_vote_take: float = 0.66  # ... takes the label holding >= this share (semantic only)

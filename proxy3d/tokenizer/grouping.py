@@ -7,6 +7,8 @@ never make room-sized proxies.
 Before grouping, :func:`detach_outliers` unlabels mask outliers: patches whose 3D point is far from the
 bulk of their mask (a patch labelled "couch" whose median depth fell on the wall 2 m behind it, from
 mixed pixels at depth edges). Left in, one such patch stretches every box built from the object's proxies.
+:func:`detach_sparse` then unlabels the mixed patches that still touch their object: a streak of them is
+much sparser than the object's own surface.
 """
 
 from __future__ import annotations
@@ -78,27 +80,23 @@ def patch_spacing(points: np.ndarray, sample: int = 4096, seed: int = 0) -> floa
     return float(np.median(d[:, 1]) * math.sqrt(m / n))
 
 
-def detach_outliers(points: np.ndarray, labels: np.ndarray, radius: float, min_share: float) -> np.ndarray:
-    """Labels with mask outliers set to -1.
+def _label_cells(points: np.ndarray, labels: np.ndarray, size: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Bin labelled points into (label, cell of edge ``size``) keys. points: (M, 3); labels: (M,) >= 0.
 
-    Each label's patches are binned into cells of ``max(radius, OUTLIER_SPACINGS x`` :func:`patch_spacing`
-    ``)``: the radius grows on coarse patch grids, where a fixed 0.1 m would split an object's own faces.
-    Cells of one label touching (26-neighbourhood) are one piece, so patches closer than the radius always
-    share a piece. A piece with fewer patches than ``min_share`` of its label's largest piece is an outlier.
-    Costs one sort of N keys (a k-NN graph was 20x slower). points: (N, 3) finite; labels: (N,) int.
-    Returns (N,) int64.
+    Returns (cells (U,) sorted keys, cell_of (M,) index into cells, cell_n (U,) points per cell, side); the
+    key of a cell's neighbour at offset (dx, dy, dz) is ``key + (dx * side + dy) * side + dz`` (never another label's).
     """
-    labels = np.asarray(labels, dtype=np.int64)
-    lab = np.flatnonzero(labels >= 0)
-    if radius <= 0 or min_share <= 0 or lab.size < 2:
-        return labels
-    radius = max(radius, OUTLIER_SPACINGS * patch_spacing(points[lab]))
-    q = np.floor(np.asarray(points, dtype=np.float64)[lab] / radius).astype(np.int64)
+    q = np.floor(np.asarray(points, dtype=np.float64) / size).astype(np.int64)
     q -= q.min(0) - 1  # >= 1, so every neighbour offset stays >= 0
-    _, code = np.unique(labels[lab], return_inverse=True)
+    _, code = np.unique(labels, return_inverse=True)
     side = int(q.max()) + 2
     key = ((code.reshape(-1) * side + q[:, 0]) * side + q[:, 1]) * side + q[:, 2]
     cells, cell_of, cell_n = np.unique(key, return_inverse=True, return_counts=True)
+    return cells, cell_of.reshape(-1), cell_n, side
+
+
+def _neighbour_pairs(cells: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """(src, dst) indices of occupied cells that touch (26-neighbourhood), each undirected pair once."""
     src, dst = [], []
     for dx, dy, dz in _FORWARD:
         nb = cells + (dx * side + dy) * side + dz
@@ -106,18 +104,76 @@ def detach_outliers(points: np.ndarray, labels: np.ndarray, radius: float, min_s
         hit = cells[pos] == nb
         src.append(np.flatnonzero(hit))
         dst.append(pos[hit])
-    src_a, dst_a = np.concatenate(src), np.concatenate(dst)
+    return np.concatenate(src), np.concatenate(dst)
+
+
+def detach_outliers(points: np.ndarray, labels: np.ndarray, radius: float, min_share: float,
+                    spacing: float | None = None) -> np.ndarray:
+    """Labels with mask outliers set to -1.
+
+    Each label's patches are binned into cells of ``max(radius, OUTLIER_SPACINGS x`` :func:`patch_spacing`
+    ``)``: the radius grows on coarse patch grids, where a fixed 0.1 m would split an object's own faces.
+    Cells of one label touching (26-neighbourhood) are one piece, so patches closer than the radius always
+    share a piece. A piece with fewer patches than ``min_share`` of its label's largest piece is an outlier.
+    Costs one sort of N keys (a k-NN graph was 20x slower). points: (N, 3) finite; labels: (N,) int;
+    spacing: the labelled patches' :func:`patch_spacing` when the caller has it. Returns (N,) int64.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    lab = np.flatnonzero(labels >= 0)
+    if radius <= 0 or min_share <= 0 or lab.size < 2:
+        return labels
+    radius = max(radius, OUTLIER_SPACINGS * (patch_spacing(points[lab]) if spacing is None else spacing))
+    cells, cell_of, cell_n, side = _label_cells(points[lab], labels[lab], radius)
+    src_a, dst_a = _neighbour_pairs(cells, side)
     graph = coo_matrix((np.ones(src_a.size, dtype=np.int8), (src_a, dst_a)), shape=(cells.size, cells.size))
     _, piece = connected_components(graph, directed=False)
     piece_size = np.bincount(piece, weights=cell_n).astype(np.int64)
     cell_code = cells // (side ** 3)
     piece_code = np.zeros(piece_size.size, dtype=np.int64)
     piece_code[piece] = cell_code
-    largest = np.zeros(int(code.max()) + 1, dtype=np.int64)
+    largest = np.zeros(int(cell_code.max()) + 1, dtype=np.int64)
     np.maximum.at(largest, piece_code, piece_size)
     outlier_piece = piece_size < min_share * largest[piece_code]
     out = labels.copy()
-    out[lab[outlier_piece[piece[cell_of.reshape(-1)]]]] = -1
+    out[lab[outlier_piece[piece[cell_of]]]] = -1
+    return out
+
+
+def detach_sparse(points: np.ndarray, labels: np.ndarray, spacings: float, min_share: float,
+                  spacing: float | None = None) -> np.ndarray:
+    """Labels with sparse mask patches set to -1: a voxel-density version of statistical outlier removal.
+
+    A patch whose mask covers most of it but whose median point fell behind the object (mixed pixels at a
+    depth edge) sits in a thin streak between the object and the background, touching the object, so
+    :func:`detach_outliers` keeps it. Its *density* gives it away: each label's patches are binned into
+    cells of ``spacings x`` :func:`patch_spacing`; a patch's density is the number of same-label patches in
+    its cell and the 26 around it; a patch denser than less than ``min_share`` of its label's median
+    density becomes unlabelled. Labels of a few patches (a cup) have no dense core to fall behind and are kept
+    whole. One sort of N keys plus 13 binary searches over the cells; ``spacings`` or ``min_share`` <= 0
+    disables. points: (N, 3) finite; labels: (N,) int; spacing as in :func:`detach_outliers`. Returns (N,) int64.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    lab = np.flatnonzero(labels >= 0)
+    if spacings <= 0 or min_share <= 0 or lab.size < 2:
+        return labels
+    size = spacings * (patch_spacing(points[lab]) if spacing is None else spacing)
+    if size <= 0:
+        return labels
+    cells, cell_of, cell_n, side = _label_cells(points[lab], labels[lab], size)
+    src, dst = _neighbour_pairs(cells, side)
+    around = cell_n + np.bincount(src, weights=cell_n[dst], minlength=cells.size).astype(np.int64) \
+        + np.bincount(dst, weights=cell_n[src], minlength=cells.size).astype(np.int64)
+    # each label's median patch density: density is constant within a cell, so walk the cells in (label, density)
+    # order with their patch counts as weights (U cells, not N patches, are sorted)
+    cell_code = cells // (side ** 3)
+    order = np.lexsort((around, cell_code))
+    cum = np.cumsum(cell_n[order])
+    count = np.bincount(cell_code, weights=cell_n).astype(np.int64)
+    start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    median = around[order[np.searchsorted(cum, start + count // 2, side="right")]]  # upper median per label
+    density, code = around[cell_of], cell_code[cell_of]
+    out = labels.copy()
+    out[lab[density < min_share * median[code]]] = -1
     return out
 
 

@@ -1,7 +1,8 @@
 """``ProxyTokenizer``: patch triplets (L patches) -> K' <= K proxy tokens in BFS order.
 
 ``semantic`` (the method): relabel patches outvoted by the other views of their 5 cm voxel
-(``consensus.vote_labels``, ``label_vote_*``), group patches by mask label (unlabelled ones by coarse
+(``consensus.vote_labels``, ``label_vote_*``), unlabel mask outliers and sparse mixed patches
+(``grouping.detach_outliers`` / ``detach_sparse``), group patches by mask label (unlabelled ones by coarse
 voxel), allocate the budget between groups (``allocation.allocate``), k-means on 3D points inside each
 group, average member features with one sparse (K, L) @ (L, C) product, order by BFS over a k-NN graph
 of centres.
@@ -28,7 +29,7 @@ from proxy3d.tokenizer import baselines, pooling
 from proxy3d.tokenizer.allocation import allocate
 from proxy3d.tokenizer.clustering import BACKENDS, grouped_kmeans
 from proxy3d.tokenizer.consensus import check_vote_params, vote_labels
-from proxy3d.tokenizer.grouping import detach_outliers, group_patches
+from proxy3d.tokenizer.grouping import detach_outliers, detach_sparse, group_patches, patch_spacing
 from proxy3d.tokenizer.serialize import bfs_order
 from proxy3d.types import Proxies, Triplets, load_triplets, save_proxies
 
@@ -43,7 +44,7 @@ class ProxyTokenizer:
     def __init__(self, budget: int, min_per_group: int = 1, per_object_cap: int = 0, method: str = "semantic",
                  background_voxel: float = 0.5, kmeans_iters: int = 6, knn: int = 6, seed: int = 0,
                  kmeans_backend: str = "batched", outlier_radius: float = 0.1, outlier_min_share: float = 0.1,
-                 label_vote_voxel: float = 0.05, label_vote_keep: float = 0.34, label_vote_take: float = 0.66) -> None:
+                 sparse_spacings: float = 3.0, sparse_min_share: float = 0.2, label_vote_voxel: float = 0.05, label_vote_keep: float = 0.34, label_vote_take: float = 0.66) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown tokenizer method {method!r}; choose one of {', '.join(METHODS)} (proxies.method)")
         if kmeans_backend not in BACKENDS:
@@ -57,6 +58,7 @@ class ProxyTokenizer:
         self.background_voxel, self.kmeans_iters = float(background_voxel), int(kmeans_iters)
         self.knn, self.seed, self.kmeans_backend = int(knn), int(seed), kmeans_backend
         self.outlier_radius, self.outlier_min_share = float(outlier_radius), float(outlier_min_share)
+        self.sparse_spacings, self.sparse_min_share = float(sparse_spacings), float(sparse_min_share)
         check_vote_params(float(label_vote_voxel), float(label_vote_keep), float(label_vote_take))
         self.label_vote = (float(label_vote_voxel), float(label_vote_keep), float(label_vote_take))
 
@@ -66,7 +68,8 @@ class ProxyTokenizer:
         kw = dict(budget=p.budget, min_per_group=p.min_per_group, per_object_cap=p.per_object_cap,
                   method=p.method, background_voxel=p.background_voxel, kmeans_iters=p.kmeans_iters,
                   knn=p.knn, seed=p.seed, kmeans_backend=p.kmeans_backend, outlier_radius=p.outlier_radius,
-                  outlier_min_share=p.outlier_min_share, label_vote_voxel=p.label_vote_voxel,
+                  outlier_min_share=p.outlier_min_share, sparse_spacings=p.sparse_spacings,
+                  sparse_min_share=p.sparse_min_share, label_vote_voxel=p.label_vote_voxel,
                   label_vote_keep=p.label_vote_keep, label_vote_take=p.label_vote_take)
         kw.update(overrides)
         return cls(**kw)
@@ -83,7 +86,9 @@ class ProxyTokenizer:
         if self.method == "semantic":
             voted = vote_labels(points, labels, *self.label_vote)
             info["relabelled"] = int((voted != labels).sum())
-            clean = detach_outliers(points, voted, self.outlier_radius, self.outlier_min_share)
+            spacing = patch_spacing(points[voted >= 0])
+            clean = detach_outliers(points, voted, self.outlier_radius, self.outlier_min_share, spacing)
+            clean = detach_sparse(points, clean, self.sparse_spacings, self.sparse_min_share, spacing)
             info["detached"] = int((clean != voted).sum())
             labels = clean
             g = group_patches(points, labels, self.background_voxel)
