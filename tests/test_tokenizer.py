@@ -133,7 +133,8 @@ def test_nan_points_are_dropped_and_counted(scene: Triplets) -> None:
 def test_budget_larger_than_patches_gives_one_proxy_per_patch() -> None:
     t = make_triplets(250, 8, seed=7)
     p = ProxyTokenizer(1000).tokenize(t)
-    assert len(p) == 250 and (p.count == 1).all()
+    assert len(p) == 250 - p.meta["sparse"] and (p.count == 1).all()  # sparse mixed patches join no proxy
+    assert len(ProxyTokenizer(1000, sparse_min_share=0).tokenize(t)) == 250
 
 
 def test_fewer_proxies_than_groups_keeps_the_largest_objects(scene: Triplets) -> None:
