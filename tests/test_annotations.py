@@ -114,3 +114,27 @@ def test_written_files_pass_the_spacespan_readers_clean(written):
     assert set(metrics["records_by_source"]) == {*p.sources, "synthetic"}
     assert metrics["split_conflicts"] == 0
     assert metrics["scenes_by_split"] == {"train": 2, "val": 2}
+
+
+def test_curriculum_spatial_questions_are_the_vsibench_ones(written):
+    """The curriculum's templated numeric questions (train.data.spatial_turns) ask VSI-Bench's questions and, from the
+    object table alone, give the answers the benchmark's annotations give."""
+    import numpy as np
+
+    from proxy3d.model.inputs import prompt_text
+    from proxy3d.train.data import SceneObjects, spatial_turns
+
+    numeric = {"object_counting", "object_abs_distance", "object_size_estimation", "room_size_estimation"}
+    rows = [r for split in ("train", "test") for r in
+            pq.read_table(written / f"vsibench/{split}-00000-of-00001.parquet").to_pylist() if r["question_type"] in numeric]
+    checked = Counter()
+    for s in SCENES:
+        objs = sorted(s.objects, key=lambda o: o.object_id)
+        table = SceneObjects(s.scene_id, np.array([o.object_id for o in objs]), [o.label for o in objs],
+                             np.array([o.category for o in objs]), np.array([o.aabb[:3] for o in objs], np.float32),
+                             np.array([o.aabb[3:] for o in objs], np.float32))
+        asked = dict(spatial_turns(table, 10_000, np.random.default_rng(0)))
+        for r in (r for r in rows if r["scene_name"] == s.scene_id):
+            assert asked.get(prompt_text(r["question"])) == r["ground_truth"], r
+            checked[r["question_type"]] += 1
+    assert set(checked) == numeric, checked

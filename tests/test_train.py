@@ -239,3 +239,25 @@ def test_stage3_referring_expressions_name_the_target_first_and_answer_its_ident
         assert 0 <= text.find(label) < text.rfind(" the "), (prompt, answer)  # the target comes before the anchor
     with_rows = CurriculumData(3, objs, rows, None, steps=10, seed=0, mix_previous=0.0, refer_share=0.0).batch(0, 4)
     assert not any(t[0].startswith("Question: find the") for e in with_rows for t in e.turns)
+
+
+def test_stage4_spatial_share_asks_numeric_vsibench_questions_on_real_or_simplified_scenes(toy: StagePaths) -> None:
+    from proxy3d.train.loop import proxy_loader
+
+    objs = load_objects(toy.spacespan / "objects.parquet")["train"]
+    rows = {k: load_rows(toy.spacespan, k, "train") for k in (1, 2, 3, 4)}
+    loader = proxy_loader(toy.proxies)
+    data = CurriculumData(4, objs, rows, loader, steps=10, seed=0, mix_previous=0.0, simplified_share=0.5,
+                          real_turns=3, spatial_share=1.0)
+    batch = [e for s in range(4) for e in data.batch(s, 4)]
+    starts = ("Question: How many ", "Question: Measuring from the closest point", "Question: What is the length",
+              "Question: What is the size of this room")
+    assert all(t[0].startswith(starts) for e in batch for t in e.turns)
+    assert all(re.fullmatch(r"\d+(\.\d)?", t[1]) for e in batch for t in e.turns)
+    real = [e for e in batch if e.scene.features is not None]
+    assert real and len(real) < len(batch)  # both kinds of scene
+    assert all(len(e.turns) <= 3 for e in real)
+    if any("floor" in o.labels for o in objs.values()):
+        assert any(t[0].startswith(starts[3]) for e in batch for t in e.turns)
+    off = CurriculumData(4, objs, rows, loader, steps=10, seed=0, mix_previous=0.0, simplified_share=0.5).batch(0, 8)
+    assert not any(t[0].startswith(starts[3]) for e in off for t in e.turns)

@@ -25,6 +25,13 @@ import pandas as pd
 from proxy3d.io import spacespan_partition
 from proxy3d.model.inputs import Example, SceneInput, prompt_text
 from proxy3d.model.text_tokenizer import parse_object_ids
+from proxy3d.scenes.annotations.geometry import aabb_distance, size_cm
+from proxy3d.scenes.annotations.vsibench import (
+    ROOM_SIZE_QUESTION,
+    abs_distance_question,
+    counting_question,
+    size_question,
+)
 from proxy3d.tokenizer.allocation import allocate
 from proxy3d.vocab import categories
 from proxy3d.vocab import identifier_token as obj
@@ -190,6 +197,40 @@ def refer(m: int, label: str, anchor: str, template: int) -> tuple[str, str]:
     return prompt_text(REFER_TEMPLATES[template % len(REFER_TEMPLATES)].format(t=label, a=anchor)), f"{label} {obj(m)}"
 
 
+# VSI-Bench's numeric questions, answered from the object table the way the benchmark's annotations are
+# (proxy3d.scenes.annotations.vsibench): with 86 numeric VSI rows among ~1,300 stage-4 rows the model answered
+# every numeric question like a distance in metres ("1.2" to a room size of 26.6 m^2 or a 177 cm bed)
+SPATIAL_KINDS = ("counting", "abs_distance", "size", "room_size")
+NOT_ASKED = ("wall", "floor", "ceiling")
+
+
+def spatial_turns(o: SceneObjects, n: int, rng: np.random.Generator) -> list[tuple[str, str]]:
+    """Up to ``n`` templated VSI-Bench numeric questions about ``o`` (each kind equally likely, none repeated):
+    object counting (labels with >= 2 objects), absolute distance between the closest points of two uniquely
+    labelled objects, the longest side of a uniquely labelled object in cm, and the room's floor area."""
+    asked = [k for k, lab in enumerate(o.labels) if lab not in NOT_ASKED]
+    counts = pd.Series([o.labels[k] for k in asked], dtype=object).value_counts()
+    unique = [k for k in asked if counts[o.labels[k]] == 1]
+    box = lambda k: np.concatenate([o.centers[k], o.sizes[k]])  # noqa: E731
+    pool: dict[str, list[tuple[str, str]]] = {
+        "counting": [(counting_question(lab), str(int(c))) for lab, c in sorted(counts.items()) if c >= 2],
+        "size": [(size_question(o.labels[k]), str(size_cm(o.sizes[k]))) for k in unique],
+        "abs_distance": [(abs_distance_question(o.labels[a], o.labels[b]), f"{aabb_distance(box(a), box(b)):.1f}")
+                         for i, a in enumerate(unique) for b in unique[i + 1:]],
+        "room_size": [(ROOM_SIZE_QUESTION, f"{float(o.sizes[k][0] * o.sizes[k][1]):.1f}")
+                      for k in range(len(o.labels)) if o.labels[k] == "floor"][:1],
+    }
+    turns: list[tuple[str, str]] = []
+    for _ in range(n):
+        kinds = [k for k in SPATIAL_KINDS if pool[k]]
+        if not kinds:
+            break
+        items = pool[kinds[int(rng.integers(len(kinds)))]]
+        q, a = items.pop(int(rng.integers(len(items))))
+        turns.append((prompt_text(q), a))
+    return turns
+
+
 def nearest_other(centers: np.ndarray, i: int) -> int:
     d = np.linalg.norm(centers - centers[i], axis=1)
     d[i] = np.inf
@@ -203,7 +244,8 @@ class CurriculumData:
                  scene_inputs: Callable[[str], SceneInput | None] | None, steps: int, seed: int,
                  mix_previous: float = 0.3, turns: int = 8, max_objects: int = 40, rank: int = 0,
                  vocab_share: float = 0.0, simplified_share: float = 0.0,
-                 simplified_tokens: tuple[int, int] = (0, 0), real_turns: int = 1, refer_share: float = 0.0) -> None:
+                 simplified_tokens: tuple[int, int] = (0, 0), real_turns: int = 1, refer_share: float = 0.0,
+                 spatial_share: float = 0.0) -> None:
         if not objects:
             raise ValueError("no training scenes in the object table (split=train); check the spacespan stage output")
         self.stage, self.objects, self.rows, self.steps, self.seed = stage, objects, rows, steps, seed
@@ -217,6 +259,7 @@ class CurriculumData:
             raise ValueError(f"real_turns must be >= 1, got {real_turns}")
         self.real_turns = int(real_turns)
         self.refer_share = float(refer_share)
+        self.spatial_share = float(spatial_share)
         self.scene_ids = sorted(objects)
         self.pool = [(o, i) for s in self.scene_ids for o in [objects[s]] for i in range(len(o.ids))]
         self.max_objects = min(max_objects, len(self.pool), 100)
@@ -340,7 +383,25 @@ class CurriculumData:
         ks = rng.integers(len(o.ids), size=self.turns)
         return Example(self.simplified(o, rng.permutation(len(o.ids)), rng), [size_of(o.ids[k], o.sizes[k]) for k in ks])
 
+    def spatial(self, rng: np.random.Generator, real: bool) -> Example | None:
+        """Templated VSI-Bench numeric questions (:func:`spatial_turns`) on one train scene's real proxies
+        (``real_turns`` questions) or simplified scene (``turns``)."""
+        sid = self.scene_ids[int(rng.integers(len(self.scene_ids)))]
+        o = self.objects[sid]
+        if real:
+            scene = self.scene_inputs(sid) if self.scene_inputs is not None else None
+            if scene is None:
+                return None
+        else:
+            scene = self.simplified(o, rng.permutation(len(o.ids)), rng)
+        turns = spatial_turns(o, self.real_turns if real else self.turns, rng)
+        return Example(scene, turns) if turns else None
+
     def stage4(self, rng: np.random.Generator, step: int) -> Example:
+        if self.spatial_share and rng.random() < self.spatial_share:
+            ex = self.spatial(rng, real=rng.random() >= self.simplified_share)
+            if ex is not None:
+                return ex
         # a share of the stage-4 rows (descriptions, QA, captions) on simplified scenes, 8 per sequence: ~8x the
         # language practice per step at a fraction of a 700-proxy sequence's cost (with 0.5: Scan2Cap CIDEr 13 ->
         # 26, SQA3D EM 30 -> 33 on the val items, ScanRefer 5 -> 7.5)

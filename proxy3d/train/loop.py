@@ -114,7 +114,7 @@ def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
     data = CurriculumData(stage, objects.get("train", {}), {k: load_rows(paths.spacespan, k, "train")
                           for k in range(1, stage + 1)}, scene_inputs, sp.steps, tp.seed, sp.mix_previous,
                           sp.turns, sp.max_objects, rank, sp.vocab_share, sp.simplified_share,
-                          tuple(sp.simplified_tokens), sp.real_turns, sp.refer_share)
+                          tuple(sp.simplified_tokens), sp.real_turns, sp.refer_share, sp.spatial_share)
     codec = TextCodec(tok, tt.proxy_token_id(tok))
     engine = ds.initialize(model, ds.ds_config(tp, sp, device), ds.param_groups(model, sp.lr, {"projector": sp.projector_lr_scale}))
     out_dir = paths.checkpoints / f"stage{stage}"

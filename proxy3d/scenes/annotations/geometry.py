@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from typing import Any
 
 import numpy as np
 
@@ -27,9 +28,14 @@ def movable(scene: SynthScene) -> list[SynthObject]:
 
 def box_distance(a: SynthObject, b: SynthObject) -> float:
     """Distance between the closest points of two axis-aligned boxes (0 when they touch or overlap)."""
+    return aabb_distance(a.aabb, b.aabb)
+
+
+def aabb_distance(a: Any, b: Any) -> float:
+    """:func:`box_distance` of two (cx, cy, cz, sx, sy, sz) boxes."""
     total = 0.0
     for i in range(3):
-        gap = abs(float(a.aabb[i]) - float(b.aabb[i])) - (float(a.aabb[i + 3]) + float(b.aabb[i + 3])) / 2.0
+        gap = abs(float(a[i]) - float(b[i])) - (float(a[i + 3]) + float(b[i + 3])) / 2.0
         if gap > 0:
             total += gap * gap
     return math.sqrt(total)
@@ -64,7 +70,12 @@ def yaw_quaternion(yaw: float) -> dict[str, float]:
 
 
 def longest_side_cm(obj: SynthObject) -> int:
-    return int(round(float(np.max(obj.aabb[3:])) * 100.0))
+    return size_cm(obj.aabb[3:])
+
+
+def size_cm(size: Any) -> int:
+    """The longest of a box's (sx, sy, sz) metres, in whole centimetres (VSI-Bench's object size answer)."""
+    return int(round(float(np.max(size)) * 100.0))
 
 
 def count_word(n: int) -> str:

@@ -17,6 +17,25 @@ from proxy3d.scenes.spec import SynthObject, SynthScene
 LETTERS = "ABCD"
 
 
+# question texts of the numeric tasks, shared with the curriculum's templated spatial questions (proxy3d.train.data)
+def counting_question(label: str) -> str:
+    return f"How many {label}(s) are in this room?"
+
+
+def abs_distance_question(a: str, b: str) -> str:
+    return (f"Measuring from the closest point of each object, what is the direct distance between the {a} and the "
+            f"{b} (in meters)?")
+
+
+def size_question(label: str) -> str:
+    return (f"What is the length of the longest dimension (length, width, or height) of the {label}, measured in "
+            "centimeters?")
+
+
+ROOM_SIZE_QUESTION = ("What is the size of this room (in square meters)? If multiple rooms are shown, estimate the "
+                      "size of the combined space.")
+
+
 def _mc(options: list[str], correct: int) -> tuple[list[str], str]:
     return [f"{LETTERS[i]}. {o}" for i, o in enumerate(options)], LETTERS[correct]
 
@@ -28,18 +47,13 @@ def vsibench(scene: SynthScene, seed: int, scene_index: int) -> list[dict[str, A
     uniq = [o for o in objs if counts[o.label] == 1]
     rows: list[tuple[str, str, list[str] | None, str]] = []
     for label in sorted(label for label, n in counts.items() if n >= 2):
-        rows.append(("object_counting", f"How many {label}(s) are in this room?", None, str(counts[label])))
+        rows.append(("object_counting", counting_question(label), None, str(counts[label])))
     for a, b in list(itertools.combinations(uniq, 2))[:2]:
-        rows.append(("object_abs_distance",
-                     f"Measuring from the closest point of each object, what is the direct distance between the "
-                     f"{a.label} and the {b.label} (in meters)?", None, f"{box_distance(a, b):.1f}"))
+        rows.append(("object_abs_distance", abs_distance_question(a.label, b.label), None, f"{box_distance(a, b):.1f}"))
     for o in uniq[:3]:
-        rows.append(("object_size_estimation",
-                     f"What is the length of the longest dimension (length, width, or height) of the {o.label}, "
-                     "measured in centimeters?", None, str(longest_side_cm(o))))
+        rows.append(("object_size_estimation", size_question(o.label), None, str(longest_side_cm(o))))
     x, y, _ = scene.room_size
-    rows.append(("room_size_estimation", "What is the size of this room (in square meters)? If multiple rooms are "
-                 "shown, estimate the size of the combined space.", None, f"{x * y:.1f}"))
+    rows.append(("room_size_estimation", ROOM_SIZE_QUESTION, None, f"{x * y:.1f}"))
     if len(uniq) >= 5:
         pick = [uniq[i] for i in rng.permutation(len(uniq))[:5]]
         target, cands = pick[0], pick[1:]
