@@ -220,7 +220,7 @@ class EvaluateParams:
     batch_size: int = 16
     max_new_tokens: int = 24
     budgets: list[int] = field(default_factory=lambda: [450, 700, 1000])
-    baselines: list[str] = field(default_factory=lambda: ["blind", "random_object", "global_kmeans"])
+    baselines: list[str] = field(default_factory=lambda: ["blind", "random_object", "frequency", "global_kmeans"])
     seed: int = 0
     max_items_per_task: int = 0  # seeded sample of this many val items per task (0 = all)
     meteor: bool = True  # METEOR needs Java

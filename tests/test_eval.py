@@ -96,9 +96,32 @@ def test_evaluate_variants_and_report(tmp_path, boxes):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
 
 
+def test_frequency_baseline_answers_the_train_prior_per_question_type(boxes):
+    from proxy3d.eval.evaluate import frequency_predictions
+
+    train = [{"task": "spatial_num", "question_type": "room_size_estimation", "answers": [a]} for a in ("20", "30.5", "90")]
+    train += [{"task": "spatial_num", "question_type": "object_counting", "answers": [a]} for a in ("2", "2", "3", "4")]
+    train += [{"task": "qa", "question_type": None, "answers": [a]} for a in ("brown", "white", "white", "black")]
+    train += [{"task": "spatial_mc", "question_type": "object_rel_direction", "answers": [a]} for a in ("B", "A")]
+    items = [{"task": "spatial_num", "question_type": "room_size_estimation"},
+             {"task": "spatial_num", "question_type": "object_counting"},
+             {"task": "spatial_num", "question_type": "object_size_estimation"},  # unseen type: the task's median
+             {"task": "qa", "question_type": None}, {"task": "spatial_mc", "question_type": "object_rel_direction"},
+             {"task": "grounding", "question_type": None}]
+    assert frequency_predictions(items, train) == ["30.5", "2.5", "4", "white", "A", ""]
+    v = Variant("frequency", kind="frequency", budget=0)
+    results, texts = evaluate(ITEMS, boxes, [v], None, None, batch_size=4, max_new_tokens=8, meteor=False,
+                              train_items=ITEMS)
+    assert "scanrefer" not in results["frequency"]["benchmarks"] and "scanqa" in results["frequency"]["benchmarks"]
+    with pytest.raises(ValueError, match="train split"):
+        evaluate(ITEMS, boxes, [v], None, None, batch_size=4, max_new_tokens=8, meteor=False)
+
+
 def test_variants_and_item_sampling():
-    names = [v.name for v in build_variants([450, 700, 1000], ["blind", "random_object", "global_kmeans"], "semantic", 700)]
-    assert names == ["semantic@450", "semantic@700", "semantic@1000", "blind", "random_object", "global_kmeans@700"]
+    names = [v.name for v in build_variants([450, 700, 1000], ["blind", "random_object", "frequency", "global_kmeans"],
+                                            "semantic", 700)]
+    assert names == ["semantic@450", "semantic@700", "semantic@1000", "blind", "random_object", "frequency",
+                     "global_kmeans@700"]
     with pytest.raises(ValueError, match="unknown baseline 'oracle'"):
         build_variants([700], ["oracle"], "semantic", 700)
     items = [{"task": "qa" if i % 2 else "grounding", "i": i} for i in range(40)]

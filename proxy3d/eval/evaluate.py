@@ -6,7 +6,9 @@ variant, batching, scoring) is independent of the model, so tests drive it with 
 
 Variants (one row each in the report): the model on ``semantic`` proxies at each budget, the model on other
 tokenizer methods at the default budget (``global_kmeans`` = the paper's ablation), ``blind`` (the model
-with no visual tokens) and ``random_object`` (a uniformly random object of the scene; grounding only).
+with no visual tokens), ``random_object`` (a uniformly random object of the scene; grounding only) and
+``frequency`` (VSI-Bench's "chance level (frequency)": per question type the train split's most frequent
+answer, its median for numeric VSI-Bench questions; question answering and VSI-Bench only).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ HEADLINE = {"scanrefer": "acc@0.25", "multi3drefer": "f1@0.25", "scan2cap": "cid
 @dataclass(frozen=True)
 class Variant:
     name: str
-    kind: str = "model"  # model | random_object
+    kind: str = "model"  # model | random_object | frequency
     method: str = "semantic"
     budget: int = 700
     blind: bool = False
@@ -48,12 +50,12 @@ def build_variants(budgets: Sequence[int], baselines: Sequence[str], method: str
     for name in baselines:
         if name == "blind":
             out.append(Variant("blind", blind=True, budget=0))
-        elif name == "random_object":
-            out.append(Variant("random_object", kind="random_object", budget=0))
+        elif name in ("random_object", "frequency"):
+            out.append(Variant(name, kind=name, budget=0))
         elif name in METHODS:
             out.append(Variant(f"{name}@{budget}", method=name, budget=int(budget)))
         else:
-            raise ValueError(f"evaluate.baselines: unknown baseline {name!r}; choose blind, random_object or a "
+            raise ValueError(f"evaluate.baselines: unknown baseline {name!r}; choose blind, random_object, frequency or a "
                              f"tokenizer method ({', '.join(METHODS)})")
     return list({v.name: v for v in out}.values())
 
@@ -132,10 +134,46 @@ def random_object_predictions(items: Sequence[dict], boxes: Boxes, seed: int) ->
     return out
 
 
+# tasks the frequency baseline answers: one short answer per question (grounding needs an object, captions a scene)
+FREQUENCY_TASKS = ("qa", "situated_qa", "spatial_mc", "spatial_num", "attribute")
+
+
+def frequency_predictions(items: Sequence[dict], train: Sequence[dict]) -> list[str]:
+    """Per item, the answer ``train`` gives most often to its (task, question_type) — the median for numeric
+    VSI-Bench questions (``spatial_num``) — falling back to the task's; ties go to the smallest answer."""
+    from collections import Counter
+
+    answers: dict[tuple[str, str], list[str]] = {}
+    for it in train:
+        a = it.get("answers")
+        if a is not None and len(a):
+            for key in ((str(it["task"]), str(it.get("question_type") or "")), (str(it["task"]), "")):
+                answers.setdefault(key, []).append(str(a[0]))
+
+    def prior(key: tuple[str, str]) -> str:
+        vals = answers.get(key) or answers.get((key[0], "")) or []
+        if key[0] == "spatial_num":
+            nums = [float(v) for v in vals if _is_number(v)]
+            return f"{float(np.median(nums)):g}" if nums else ""
+        counts = Counter(vals)
+        return min(counts, key=lambda v: (-counts[v], v)) if counts else ""
+
+    return [prior((str(it["task"]), str(it.get("question_type") or ""))) if it["task"] in FREQUENCY_TASKS else ""
+            for it in items]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
 def evaluate(items: Sequence[dict], boxes: Boxes, variants: Sequence[Variant], generate: GenerateFn | None,
              scenes: SceneInputs | None, batch_size: int, max_new_tokens: int, seed: int = 0,
-             meteor: bool = True) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """Scores per variant ``{name: {tokens, method, budget, benchmarks: {bench: metrics}}}`` and the texts."""
+             meteor: bool = True, train_items: Sequence[dict] = ()) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Scores per variant ``{name: {tokens, method, budget, benchmarks: {bench: metrics}}}`` and the texts;
+    ``train_items`` (the train split's rows) feed the ``frequency`` baseline."""
     results: dict[str, Any] = {}
     texts: dict[str, list[str]] = {}
     scene_ids = sorted({str(it["scene_id"]) for it in items})
@@ -143,6 +181,11 @@ def evaluate(items: Sequence[dict], boxes: Boxes, variants: Sequence[Variant], g
         if v.kind == "random_object":
             preds, tokens = random_object_predictions(items, boxes, seed), 0.0
             bench = score_pairs(items, preds, boxes, meteor=meteor, tasks=GROUNDING_TASKS)
+        elif v.kind == "frequency":
+            if not train_items:
+                raise ValueError("the frequency baseline needs the train split's rows (train_items)")
+            preds, tokens = frequency_predictions(items, train_items), 0.0
+            bench = score_pairs(items, preds, boxes, meteor=meteor, tasks=FREQUENCY_TASKS)
         else:
             if generate is None or scenes is None:
                 raise ValueError(f"variant {v.name!r} needs the model (generate) and scene inputs")

@@ -60,7 +60,8 @@ def markdown(results: dict[str, Any], command: str = "dvc repro evaluate") -> st
            + ", ".join(f"{b} {n}" for b, n in sorted(n_items.items())) + ".",
            "Rows: the stage-4 model on semantic proxies at each budget; `global_kmeans@K` = the model fed "
            "global k-means proxies (ablation); `blind` = no visual tokens; `random_object` = a random object of "
-           "the scene (grounding only).", ""]
+           "the scene (grounding only); `frequency` = the train split's most frequent answer per question type "
+           "(median for numeric VSI-Bench questions; QA and VSI-Bench only).", ""]
     for title, cols in [*TABLES, ("Table 4: VSI-Bench", _vsi_columns(results))]:
         out += [f"## {title}", "", *_table(results, cols), ""]
     other = sorted({b for r in results.values() for b in r["benchmarks"]} - {b for _, c in TABLES for _, b, _ in c}
@@ -84,7 +85,7 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for b in benches:
         pts = sorted((r["tokens"], _get(r, b, HEADLINE[b])) for r in results.values()
-                     if r["method"] not in ("blind", "random_object") and _get(r, b, HEADLINE[b]) is not None
+                     if r["method"] not in ("blind", "random_object", "frequency") and _get(r, b, HEADLINE[b]) is not None
                      and r["method"] == next(iter(results.values()))["method"])
         if pts:
             ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=f"{b} {HEADLINE[b]}")

@@ -47,6 +47,8 @@ def run(p: EvaluateParams, pp: ProxiesParams, ckpt_dir: Path, spacespan_dir: Pat
     if not val_dir.exists():
         raise FileNotFoundError(f"{val_dir}: no val split; run 'dvc repro spacespan' first")
     items = select_items(pd.read_parquet(val_dir).to_dict("records"), p.max_items_per_task, p.seed)
+    train_dir = spacespan_partition(spacespan_dir, 4, "train")
+    train = pd.read_parquet(train_dir).to_dict("records") if "frequency" in p.baselines and train_dir.exists() else []
     boxes = load_gt_boxes(Path(spacespan_dir) / "objects.parquet", {str(it["scene_id"]) for it in items})
     import torch
 
@@ -54,7 +56,7 @@ def run(p: EvaluateParams, pp: ProxiesParams, ckpt_dir: Path, spacespan_dir: Pat
     variants = build_variants(p.budgets, p.baselines, pp.method, pp.budget)
     results, texts = evaluate(items, boxes, variants, model_generate_fn(Path(ckpt_dir), device, p.batch_size),
                               SceneInputs(proxies_dir, triplets_dir, pp), p.batch_size, p.max_new_tokens,
-                              seed=p.seed, meteor=p.meteor)
+                              seed=p.seed, meteor=p.meteor, train_items=train)
     paths = write_report(results, md_path, plots_dir)
     if predictions_path is not None:
         write_json(predictions_path, {name: [{"id": str(it["id"]), "task": it["task"], "prediction": t}
