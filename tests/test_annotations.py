@@ -117,16 +117,18 @@ def test_written_files_pass_the_spacespan_readers_clean(written):
 
 
 def test_curriculum_spatial_questions_are_the_vsibench_ones(written):
-    """The curriculum's templated numeric questions (train.data.spatial_turns) ask VSI-Bench's questions and, from the
-    object table alone, give the answers the benchmark's annotations give."""
+    """The curriculum's templated questions (train.data.spatial_turns) ask VSI-Bench's questions and, from the object
+    table alone, give the answers (and multiple-choice options) the benchmark's annotations give."""
     import numpy as np
 
     from proxy3d.model.inputs import prompt_text
-    from proxy3d.train.data import SceneObjects, spatial_turns
+    from proxy3d.train.data import SceneObjects, rel_direction_item, rel_distance_item, spatial_turns
 
     numeric = {"object_counting", "object_abs_distance", "object_size_estimation", "room_size_estimation"}
     rows = [r for split in ("train", "test") for r in
             pq.read_table(written / f"vsibench/{split}-00000-of-00001.parquet").to_pylist() if r["question_type"] in numeric]
+    mc = [r for split in ("train", "test") for r in pq.read_table(written / f"vsibench/{split}-00000-of-00001.parquet")
+          .to_pylist() if r["question_type"] in ("object_rel_distance", "object_rel_direction_easy")]
     checked = Counter()
     for s in SCENES:
         objs = sorted(s.objects, key=lambda o: o.object_id)
@@ -137,4 +139,18 @@ def test_curriculum_spatial_questions_are_the_vsibench_ones(written):
         for r in (r for r in rows if r["scene_name"] == s.scene_id):
             assert asked.get(prompt_text(r["question"])) == r["ground_truth"], r
             checked[r["question_type"]] += 1
-    assert set(checked) == numeric, checked
+        # multiple choice: the annotation's objects (unique labels) put through the curriculum's item builders
+        index = {lab: k for k, lab in enumerate(table.labels) if table.labels.count(lab) == 1}
+        for r in (r for r in mc if r["scene_name"] == s.scene_id):
+            q = r["question"]
+            if r["question_type"] == "object_rel_distance":
+                target = q.rsplit("closest to the ", 1)[1].rstrip("?")
+                cands = [o.split(". ", 1)[1] for o in r["options"]]
+                item = rel_distance_item(table, index[target], [index[c] for c in cands])
+            else:
+                standing, rest = q.split("standing by the ", 1)[1].split(" and facing the ", 1)
+                facing, target = rest.split(", is the ", 1)
+                item = rel_direction_item(table, index[standing], index[facing], index[target.split(" to my ")[0]])
+            assert item == (q, list(r["options"]), r["ground_truth"]), r
+            checked[r["question_type"]] += 1
+    assert set(checked) == numeric | {"object_rel_distance", "object_rel_direction_easy"}, checked

@@ -251,9 +251,10 @@ def test_stage4_spatial_share_asks_numeric_vsibench_questions_on_real_or_simplif
                           real_turns=3, spatial_share=1.0)
     batch = [e for s in range(4) for e in data.batch(s, 4)]
     starts = ("Question: How many ", "Question: Measuring from the closest point", "Question: What is the length",
-              "Question: What is the size of this room")
+              "Question: What is the size of this room", "Question: If I am standing by")
     assert all(t[0].startswith(starts) for e in batch for t in e.turns)
-    assert all(re.fullmatch(r"\d+(\.\d)?", t[1]) for e in batch for t in e.turns)
+    assert all(re.fullmatch(r"\d+(\.\d)?|[A-D]", t[1]) for e in batch for t in e.turns)
+    assert all(("Options: A. " in t[0]) == t[1].isalpha() for e in batch for t in e.turns)
     real = [e for e in batch if e.scene.features is not None]
     assert real and len(real) < len(batch)  # both kinds of scene
     assert all(len(e.turns) <= 3 for e in real)

@@ -25,11 +25,14 @@ import pandas as pd
 from proxy3d.io import spacespan_partition
 from proxy3d.model.inputs import Example, SceneInput, prompt_text
 from proxy3d.model.text_tokenizer import parse_object_ids
-from proxy3d.scenes.annotations.geometry import aabb_distance, size_cm
+from proxy3d.scenes.annotations.geometry import aabb_distance, side, size_cm
 from proxy3d.scenes.annotations.vsibench import (
     ROOM_SIZE_QUESTION,
     abs_distance_question,
     counting_question,
+    mc_options,
+    rel_direction_question,
+    rel_distance_question,
     size_question,
 )
 from proxy3d.tokenizer.allocation import allocate
@@ -197,28 +200,57 @@ def refer(m: int, label: str, anchor: str, template: int) -> tuple[str, str]:
     return prompt_text(REFER_TEMPLATES[template % len(REFER_TEMPLATES)].format(t=label, a=anchor)), f"{label} {obj(m)}"
 
 
-# VSI-Bench's numeric questions, answered from the object table the way the benchmark's annotations are
+# VSI-Bench's questions, answered from the object table the way the benchmark's annotations are
 # (proxy3d.scenes.annotations.vsibench): with 86 numeric VSI rows among ~1,300 stage-4 rows the model answered
-# every numeric question like a distance in metres ("1.2" to a room size of 26.6 m^2 or a 177 cm bed)
-SPATIAL_KINDS = ("counting", "abs_distance", "size", "room_size")
+# every numeric question like a distance in metres ("1.2" to a room size of 26.6 m^2 or a 177 cm bed), and every
+# multiple-choice one with an object instead of a letter. Appearance order needs the video, not the table.
+SPATIAL_KINDS = ("counting", "abs_distance", "size", "room_size", "rel_distance", "rel_direction")
 NOT_ASKED = ("wall", "floor", "ceiling")
+Question = tuple[str, list[str] | None, str]  # question, options (multiple choice) or None, answer
+
+
+def rel_distance_item(o: SceneObjects, target: int, candidates: list[int]) -> Question | None:
+    """Which of ``candidates`` (object indices) is closest to ``target`` (closest points); None on a tie."""
+    dists = [round(aabb_distance(_aabb(o, target), _aabb(o, c)), 6) for c in candidates]
+    if dists.count(min(dists)) != 1:
+        return None
+    labels = [o.labels[c] for c in candidates]
+    opts, gt = mc_options(labels, dists.index(min(dists)))
+    return rel_distance_question(o.labels[target], labels), opts, gt
+
+
+def rel_direction_item(o: SceneObjects, standing: int, facing: int, target: int) -> Question:
+    """Is ``target`` left or right of someone at ``standing`` facing ``facing`` (object indices)."""
+    answer = side(o.centers[standing], o.centers[facing], o.centers[target])
+    opts, gt = mc_options(["left", "right"], 0 if answer == "left" else 1)
+    return rel_direction_question(o.labels[standing], o.labels[facing], o.labels[target]), opts, gt
+
+
+def _aabb(o: SceneObjects, k: int) -> np.ndarray:
+    return np.concatenate([o.centers[k], o.sizes[k]])
 
 
 def spatial_turns(o: SceneObjects, n: int, rng: np.random.Generator) -> list[tuple[str, str]]:
-    """Up to ``n`` templated VSI-Bench numeric questions about ``o`` (each kind equally likely, none repeated):
-    object counting (labels with >= 2 objects), absolute distance between the closest points of two uniquely
-    labelled objects, the longest side of a uniquely labelled object in cm, and the room's floor area."""
+    """Up to ``n`` templated VSI-Bench questions about ``o`` (each kind equally likely, none repeated): object
+    counting (labels with >= 2 objects), absolute distance between the closest points of two uniquely labelled
+    objects, the longest side of a uniquely labelled object in cm, the room's floor area, and the multiple-choice
+    relative distance (which of 4 is closest) and relative direction (left or right)."""
     asked = [k for k, lab in enumerate(o.labels) if lab not in NOT_ASKED]
     counts = pd.Series([o.labels[k] for k in asked], dtype=object).value_counts()
     unique = [k for k in asked if counts[o.labels[k]] == 1]
-    box = lambda k: np.concatenate([o.centers[k], o.sizes[k]])  # noqa: E731
-    pool: dict[str, list[tuple[str, str]]] = {
-        "counting": [(counting_question(lab), str(int(c))) for lab, c in sorted(counts.items()) if c >= 2],
-        "size": [(size_question(o.labels[k]), str(size_cm(o.sizes[k]))) for k in unique],
-        "abs_distance": [(abs_distance_question(o.labels[a], o.labels[b]), f"{aabb_distance(box(a), box(b)):.1f}")
-                         for i, a in enumerate(unique) for b in unique[i + 1:]],
-        "room_size": [(ROOM_SIZE_QUESTION, f"{float(o.sizes[k][0] * o.sizes[k][1]):.1f}")
+    pool: dict[str, list[Question]] = {
+        "counting": [(counting_question(lab), None, str(int(c))) for lab, c in sorted(counts.items()) if c >= 2],
+        "size": [(size_question(o.labels[k]), None, str(size_cm(o.sizes[k]))) for k in unique],
+        "abs_distance": [(abs_distance_question(o.labels[a], o.labels[b]), None,
+                          f"{aabb_distance(_aabb(o, a), _aabb(o, b)):.1f}") for i, a in enumerate(unique)
+                         for b in unique[i + 1:]],
+        "room_size": [(ROOM_SIZE_QUESTION, None, f"{float(o.sizes[k][0] * o.sizes[k][1]):.1f}")
                       for k in range(len(o.labels)) if o.labels[k] == "floor"][:1],
+        "rel_distance": [q for _ in range(n) if len(unique) >= 5
+                         for pick in [[unique[i] for i in rng.permutation(len(unique))[:5]]]
+                         for q in [rel_distance_item(o, pick[0], pick[1:])] if q is not None],
+        "rel_direction": [rel_direction_item(o, *(unique[i] for i in rng.permutation(len(unique))[:3]))
+                          for _ in range(n) if len(unique) >= 3],
     }
     turns: list[tuple[str, str]] = []
     for _ in range(n):
@@ -226,8 +258,8 @@ def spatial_turns(o: SceneObjects, n: int, rng: np.random.Generator) -> list[tup
         if not kinds:
             break
         items = pool[kinds[int(rng.integers(len(kinds)))]]
-        q, a = items.pop(int(rng.integers(len(items))))
-        turns.append((prompt_text(q), a))
+        q, opts, a = items.pop(int(rng.integers(len(items))))
+        turns.append((prompt_text(q, None, opts), a))
     return turns
 
 

@@ -32,11 +32,21 @@ def size_question(label: str) -> str:
             "centimeters?")
 
 
+def rel_distance_question(target: str, candidates: list[str]) -> str:
+    return ("Measuring from the closest point of each object, which of these objects (" + ", ".join(candidates)
+            + f") is the closest to the {target}?")
+
+
+def rel_direction_question(standing: str, facing: str, target: str) -> str:
+    return f"If I am standing by the {standing} and facing the {facing}, is the {target} to my left or the right?"
+
+
 ROOM_SIZE_QUESTION = ("What is the size of this room (in square meters)? If multiple rooms are shown, estimate the "
                       "size of the combined space.")
 
 
-def _mc(options: list[str], correct: int) -> tuple[list[str], str]:
+def mc_options(options: list[str], correct: int) -> tuple[list[str], str]:
+    """("A. left", "B. right", ...), and the correct option's letter."""
     return [f"{LETTERS[i]}. {o}" for i, o in enumerate(options)], LETTERS[correct]
 
 
@@ -59,16 +69,13 @@ def vsibench(scene: SynthScene, seed: int, scene_index: int) -> list[dict[str, A
         target, cands = pick[0], pick[1:]
         dists = [round(box_distance(target, c), 6) for c in cands]
         if dists.count(min(dists)) == 1:
-            opts, gt = _mc([c.label for c in cands], dists.index(min(dists)))
-            rows.append(("object_rel_distance",
-                         "Measuring from the closest point of each object, which of these objects ("
-                         + ", ".join(c.label for c in cands) + f") is the closest to the {target.label}?", opts, gt))
+            opts, gt = mc_options([c.label for c in cands], dists.index(min(dists)))
+            rows.append(("object_rel_distance", rel_distance_question(target.label, [c.label for c in cands]), opts, gt))
     if len(uniq) >= 3:
         a, b, c = (uniq[i] for i in rng.permutation(len(uniq))[:3])
         answer = side(a.aabb[:3], b.aabb[:3], c.aabb[:3])
-        opts, gt = _mc(["left", "right"], 0 if answer == "left" else 1)
-        rows.append(("object_rel_direction_easy", f"If I am standing by the {a.label} and facing the {b.label}, "
-                     f"is the {c.label} to my left or the right?", opts, gt))
+        opts, gt = mc_options(["left", "right"], 0 if answer == "left" else 1)
+        rows.append(("object_rel_direction_easy", rel_direction_question(a.label, b.label, c.label), opts, gt))
     rows.extend(_appearance(uniq, scene, rng))
     return [
         {"id": scene_index * 1000 + i, "dataset": "scannet", "scene_name": scene.scene_id, "question_type": qt,
@@ -92,7 +99,7 @@ def _appearance(uniq: list[SynthObject], scene: SynthScene, rng: Any) -> list[tu
     picks = [wrong[i] for i in rng.choice(len(wrong), 3, replace=False)]
     correct = int(rng.integers(4))
     picks.insert(correct, order)
-    opts, gt = _mc([", ".join(p) for p in picks], correct)
+    opts, gt = mc_options([", ".join(p) for p in picks], correct)
     q = ("What will be the first-time appearance order of the following categories in the video: "
          + ", ".join(asked) + "?")
     return [("obj_appearance_order", q, opts, gt)]
