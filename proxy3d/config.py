@@ -205,8 +205,8 @@ class StageParams:
     # stage 3: share of sequences of templated referring expressions ("the lamp is next to the cup." -> "lamp
     # <OBJ###>"): the target first, an anchor after it
     refer_share: float = 0.0
-    # stage 4: share of sequences of templated VSI-Bench numeric questions (counting, distance, size, room size)
-    # from the object table, on real proxies or (simplified_share of them) simplified scenes
+    # stage 4: share of sequences of templated VSI-Bench questions (counting, distance, size, room size, relative
+    # distance and direction) from the object table, on real proxies or (simplified_share of them) simplified scenes
     spatial_share: float = 0.0
     # lr multiplier of the proxy-feature projector (created in stage 4): at the full lr its output grew to ~4x the
     # identifier/category references within 100 steps and the model read no identifier on real proxies
