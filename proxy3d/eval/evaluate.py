@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from proxy3d.eval.metrics import to_float
 from proxy3d.eval.records import Boxes
 from proxy3d.eval.tasks import GROUNDING_TASKS, score_pairs
 
@@ -141,8 +143,6 @@ FREQUENCY_TASKS = ("qa", "situated_qa", "spatial_mc", "spatial_num", "attribute"
 def frequency_predictions(items: Sequence[dict], train: Sequence[dict]) -> list[str]:
     """Per item, the answer ``train`` gives most often to its (task, question_type) — the median for numeric
     VSI-Bench questions (``spatial_num``) — falling back to the task's; ties go to the smallest answer."""
-    from collections import Counter
-
     answers: dict[tuple[str, str], list[str]] = {}
     for it in train:
         a = it.get("answers")
@@ -153,20 +153,13 @@ def frequency_predictions(items: Sequence[dict], train: Sequence[dict]) -> list[
     def prior(key: tuple[str, str]) -> str:
         vals = answers.get(key) or answers.get((key[0], "")) or []
         if key[0] == "spatial_num":
-            nums = [float(v) for v in vals if _is_number(v)]
+            nums = [x for x in map(to_float, vals) if x is not None and math.isfinite(x)]
             return f"{float(np.median(nums)):g}" if nums else ""
         counts = Counter(vals)
         return min(counts, key=lambda v: (-counts[v], v)) if counts else ""
 
     return [prior((str(it["task"]), str(it.get("question_type") or ""))) if it["task"] in FREQUENCY_TASKS else ""
             for it in items]
-
-
-def _is_number(text: str) -> bool:
-    try:
-        return math.isfinite(float(text))
-    except ValueError:
-        return False
 
 
 def evaluate(items: Sequence[dict], boxes: Boxes, variants: Sequence[Variant], generate: GenerateFn | None,
