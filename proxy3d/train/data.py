@@ -246,12 +246,17 @@ def spatial_turns(o: SceneObjects, n: int, rng: np.random.Generator) -> list[tup
                          for b in unique[i + 1:]],
         "room_size": [(ROOM_SIZE_QUESTION, None, f"{float(o.sizes[k][0] * o.sizes[k][1]):.1f}")
                       for k in range(len(o.labels)) if o.labels[k] == "floor"][:1],
-        "rel_distance": [q for _ in range(n) if len(unique) >= 5
-                         for pick in [[unique[i] for i in rng.permutation(len(unique))[:5]]]
-                         for q in [rel_distance_item(o, pick[0], pick[1:])] if q is not None],
-        "rel_direction": [rel_direction_item(o, *(unique[i] for i in rng.permutation(len(unique))[:3]))
-                          for _ in range(n) if len(unique) >= 3],
+        "rel_distance": [],
+        "rel_direction": [],
     }
+    # up to n random multiple-choice items of each kind (a target and 4 candidates; standing, facing, target)
+    for _ in range(n if len(unique) >= 5 else 0):
+        pick = [unique[i] for i in rng.permutation(len(unique))[:5]]
+        q = rel_distance_item(o, pick[0], pick[1:])
+        if q is not None:
+            pool["rel_distance"].append(q)
+    for _ in range(n if len(unique) >= 3 else 0):
+        pool["rel_direction"].append(rel_direction_item(o, *(unique[i] for i in rng.permutation(len(unique))[:3])))
     turns: list[tuple[str, str]] = []
     for _ in range(n):
         kinds = [k for k in SPATIAL_KINDS if pool[k]]
@@ -416,7 +421,7 @@ class CurriculumData:
         return Example(self.simplified(o, rng.permutation(len(o.ids)), rng), [size_of(o.ids[k], o.sizes[k]) for k in ks])
 
     def spatial(self, rng: np.random.Generator, real: bool) -> Example | None:
-        """Templated VSI-Bench numeric questions (:func:`spatial_turns`) on one train scene's real proxies
+        """Templated VSI-Bench questions (:func:`spatial_turns`) on one train scene's real proxies
         (``real_turns`` questions) or simplified scene (``turns``)."""
         sid = self.scene_ids[int(rng.integers(len(self.scene_ids)))]
         o = self.objects[sid]
