@@ -57,8 +57,8 @@ def build_variants(budgets: Sequence[int], baselines: Sequence[str], method: str
         elif name in METHODS:
             out.append(Variant(f"{name}@{budget}", method=name, budget=int(budget)))
         else:
-            raise ValueError(f"evaluate.baselines: unknown baseline {name!r}; choose blind, random_object, frequency or a "
-                             f"tokenizer method ({', '.join(METHODS)})")
+            raise ValueError(f"evaluate.baselines: unknown baseline {name!r}; choose blind, random_object, frequency "
+                             f"or a tokenizer method ({', '.join(METHODS)})")
     return list({v.name: v for v in out}.values())
 
 

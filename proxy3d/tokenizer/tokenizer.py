@@ -45,7 +45,8 @@ class ProxyTokenizer:
     def __init__(self, budget: int, min_per_group: int = 1, per_object_cap: int = 0, method: str = "semantic",
                  background_voxel: float = 0.5, kmeans_iters: int = 6, knn: int = 6, seed: int = 0,
                  kmeans_backend: str = "batched", outlier_radius: float = 0.1, outlier_min_share: float = 0.1,
-                 sparse_spacings: float = 3.0, sparse_min_share: float = 0.2, label_vote_voxel: float = 0.05, label_vote_keep: float = 0.34, label_vote_take: float = 0.66) -> None:
+                 sparse_spacings: float = 3.0, sparse_min_share: float = 0.2, label_vote_voxel: float = 0.05,
+                 label_vote_keep: float = 0.34, label_vote_take: float = 0.66) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown tokenizer method {method!r}; choose one of {', '.join(METHODS)} (proxies.method)")
         if kmeans_backend not in BACKENDS:
