@@ -90,8 +90,8 @@ class ProxyTokenizer:
             info["relabelled"] = int((voted != labels).sum())
             spacing = patch_spacing(points[voted >= 0])
             clean = detach_outliers(points, voted, self.outlier_radius, self.outlier_min_share, spacing)
-            sparse = detach_sparse(points, clean, self.sparse_spacings, self.sparse_min_share, spacing) != clean
-            labels = np.where(sparse, -1, clean)
+            labels = detach_sparse(points, clean, self.sparse_spacings, self.sparse_min_share, spacing)
+            sparse = labels != clean
             info.update(detached=int((labels != voted).sum()), sparse=int(sparse.sum()))
             # sparse mixed patches lie between surfaces, on neither: as background they became ~30 junk proxies per
             # scene (identifier lookup on real proxies fell from 80 to 61%), so they join no proxy
