@@ -19,7 +19,7 @@ from proxy3d.config import Params
 ROOT = Path(__file__).resolve().parents[1]
 DVC = str(Path(sys.executable).parent / "dvc")
 ORDER = ["spacespan", "symbols", "triplets", "proxies", "train_stage1", "train_stage2", "train_stage3",
-         "train_stage4", "evaluate"]
+         "train_stage4", "train_blind", "evaluate"]
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,8 @@ def test_commands_are_proxy3d_subcommands(stages: dict) -> None:
         assert argv[0] == "proxy3d" and argv[1] in cli.COMMANDS, spec["cmd"]
         if name.startswith("train_stage"):
             assert argv[1:4] == ["train", "--stage", name[-1]]
+        elif name == "train_blind":
+            assert argv[1:5] == ["train", "--stage", "4", "--blind"]
         else:
             assert argv[1] == name
 
@@ -65,6 +67,7 @@ def test_artifact_deps_are_outputs_of_earlier_stages(stages: dict) -> None:
         produced |= set(_paths(spec.get("outs")))
     assert "artifacts/checkpoints/stage3" in stages["train_stage4"]["deps"]
     assert "artifacts/proxies" in stages["train_stage4"]["deps"]
+    assert "artifacts/checkpoints/stage4_blind" in stages["evaluate"]["deps"]
 
 
 def test_metrics_are_uncached_json_under_metrics(stages: dict) -> None:

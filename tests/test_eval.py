@@ -86,6 +86,11 @@ def test_evaluate_variants_and_report(tmp_path, boxes):
     assert results["semantic@700"]["tokens"] == 7.0 and results["blind"]["tokens"] == 0.0
     assert results["blind"]["benchmarks"]["scanrefer"]["acc@0.25"] == 0.0
     assert set(results["random_object"]["benchmarks"]) == {"scanrefer", "multi3drefer"}
+    # a blind-trained model, when given, answers the blind row (and only it)
+    _, texts2 = evaluate(ITEMS, boxes, variants, _oracle, _Scenes(), batch_size=4, max_new_tokens=8, meteor=False,
+                         blind_generate=lambda items, scenes, n: ["blind says " + it["id"] for it in items])
+    assert texts2["blind"] == ["blind says " + it["id"] for it in ITEMS]
+    assert texts2["semantic@700"] == texts["semantic@700"]
     flat = flat_metrics(results)
     assert flat["semantic_at_700.scanrefer.acc_at_0.25"] == 1.0
     paths = write_report(results, tmp_path / "eval.md", tmp_path / "eval")
@@ -188,9 +193,13 @@ def test_evaluate_stage_writes_metrics_report_and_plots(tiny_checkpoint, tmp_pat
     for sid in objs.scene_id.unique():
         save_proxies(_proxies(sid, 40), tmp_path / "proxies" / f"{sid}.safetensors")
     p = EvaluateParams(batch_size=4, max_new_tokens=4, budgets=[], baselines=["blind", "random_object"], meteor=False)
-    out = run(p, ProxiesParams(budget=700), tiny_checkpoint, tmp_path / "spacespan", tmp_path / "proxies",
-              tmp_path / "triplets", tmp_path / "reports" / "eval.md", tmp_path / "reports" / "eval", NullTracker(),
-              tmp_path / "reports" / "eval_predictions.json")
+    args = (p, ProxiesParams(budget=700), tiny_checkpoint, tmp_path / "spacespan", tmp_path / "proxies",
+            tmp_path / "triplets", tmp_path / "reports" / "eval.md", tmp_path / "reports" / "eval", NullTracker(),
+            tmp_path / "reports" / "eval_predictions.json")
+    with pytest.raises(FileNotFoundError, match="train_blind"):  # the blind row needs the blind-trained model
+        run(*args, tmp_path / "no_blind_model")
+    assert not (tmp_path / "reports" / "eval.md").exists()
+    out = run(*args, tiny_checkpoint)
     assert out["items"] == len(ITEMS) and set(out["variants"]) == {"semantic@700", "blind", "random_object"}
     assert out["variants"]["semantic@700"]["tokens"] == 40.0
     json.dumps(out, allow_nan=False)  # strict JSON: NaN became null

@@ -162,6 +162,16 @@ def test_cli_runs_all_four_stages_each_from_the_previous(toy: StagePaths, tmp_pa
         assert m["stage"] == st and np.isfinite(m["final_loss"])
     bundle = json.loads((tmp_path / "ck/stage4/bundle.json").read_text())
     assert bundle["stage"] == 4 and bundle["feature_dim"] == 16
+    # the blind baseline: stage 4 again from stage 3 with no visual tokens, into its own folder and metrics file
+    stage4 = {f: f.read_bytes() for f in (tmp_path / "ck/stage4").rglob("*") if f.is_file()}
+    common = ["--params", str(params), "--spacespan", str(toy.spacespan), "--symbols", str(toy.symbols),
+              "--proxies", str(toy.proxies), "--checkpoints", "ck"]
+    with pytest.raises(SystemExit):
+        main(["--stage", "3", "--blind", *common])
+    assert main(["--stage", "4", "--blind", *common]) == 0
+    assert json.loads((tmp_path / "ck/stage4_blind/bundle.json").read_text())["blind"] is True
+    assert np.isfinite(json.loads((tmp_path / "metrics/train_blind.json").read_text())["final_loss"])
+    assert {f: f.read_bytes() for f in (tmp_path / "ck/stage4").rglob("*") if f.is_file()} == stage4
 
 
 def test_grounding_rows_restate_the_target_label_before_its_identifier() -> None:

@@ -5,8 +5,8 @@ texts``), built by :func:`model_generate_fn` from ``proxy3d.model.api``; everyth
 variant, batching, scoring) is independent of the model, so tests drive it with any function.
 
 Variants (one row each in the report): the model on ``semantic`` proxies at each budget, the model on other
-tokenizer methods at the default budget (``global_kmeans`` = the paper's ablation), ``blind`` (the model
-with no visual tokens), ``random_object`` (a uniformly random object of the scene; grounding only) and
+tokenizer methods at the default budget (``global_kmeans`` = the paper's ablation), ``blind`` (a model trained and
+run with no visual tokens: stage 4 of the same curriculum on empty scenes, ``blind_generate``), ``random_object`` (a uniformly random object of the scene; grounding only) and
 ``frequency`` (VSI-Bench's "chance level (frequency)": per question type the train split's most frequent
 answer, its median for numeric VSI-Bench questions; question answering and VSI-Bench only).
 """
@@ -164,9 +164,11 @@ def frequency_predictions(items: Sequence[dict], train: Sequence[dict]) -> list[
 
 def evaluate(items: Sequence[dict], boxes: Boxes, variants: Sequence[Variant], generate: GenerateFn | None,
              scenes: SceneInputs | None, batch_size: int, max_new_tokens: int, seed: int = 0,
-             meteor: bool = True, train_items: Sequence[dict] = ()) -> tuple[dict[str, Any], dict[str, list[str]]]:
+             meteor: bool = True, train_items: Sequence[dict] = (),
+             blind_generate: GenerateFn | None = None) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """Scores per variant ``{name: {tokens, method, budget, benchmarks: {bench: metrics}}}`` and the texts;
-    ``train_items`` (the train split's rows) feed the ``frequency`` baseline."""
+    ``train_items`` (the train split's rows) feed the ``frequency`` baseline; ``blind_generate`` (the blind-trained
+    model) answers the ``blind`` variant, else ``generate`` does with no visual tokens."""
     results: dict[str, Any] = {}
     texts: dict[str, list[str]] = {}
     scene_ids = sorted({str(it["scene_id"]) for it in items})
@@ -184,7 +186,8 @@ def evaluate(items: Sequence[dict], boxes: Boxes, variants: Sequence[Variant], g
                 raise ValueError(f"variant {v.name!r} needs the model (generate) and scene inputs")
             inputs = {sid: scenes.get(v, sid) for sid in tqdm(scene_ids, desc=f"{v.name} scenes", leave=False)}
             tokens = float(np.mean([len(x) for x in inputs.values()])) if inputs else 0.0
-            preds = generate_all(generate, items, inputs, batch_size, max_new_tokens, desc=v.name)
+            gen = blind_generate if v.blind and blind_generate is not None else generate
+            preds = generate_all(gen, items, inputs, batch_size, max_new_tokens, desc=v.name)
             bench = score_pairs(items, preds, boxes, meteor=meteor)
         log.info("%s: %s", v.name, {b: round(m.get(HEADLINE.get(b, ""), math.nan), 4) for b, m in bench.items()})
         results[v.name] = {"tokens": tokens, "method": v.method if v.kind == "model" and not v.blind else v.name,

@@ -59,9 +59,9 @@ def markdown(results: dict[str, Any], command: str = "dvc repro evaluate") -> st
            f"Produced by `{command}` on the val split (curriculum stage 4). Scores ×100. Items per benchmark: "
            + ", ".join(f"{b} {n}" for b, n in sorted(n_items.items())) + ".",
            "Rows: the stage-4 model on semantic proxies at each budget; `global_kmeans@K` = the model fed "
-           "global k-means proxies (ablation); `blind` = no visual tokens; `random_object` = a random object of "
-           "the scene (grounding only); `frequency` = the train split's most frequent answer per question type "
-           "(median for numeric VSI-Bench questions; QA and VSI-Bench only).", ""]
+           "global k-means proxies (ablation); `blind` = stage 4 trained and run with no visual tokens; "
+           "`random_object` = a random object of the scene (grounding only); `frequency` = the train split's most "
+           "frequent answer per question type (median for numeric VSI-Bench questions; QA and VSI-Bench only).", ""]
     for title, cols in [*TABLES, ("Table 4: VSI-Bench", _vsi_columns(results))]:
         out += [f"## {title}", "", *_table(results, cols), ""]
     other = sorted({b for r in results.values() for b in r["benchmarks"]} - {b for _, c in TABLES for _, b, _ in c}

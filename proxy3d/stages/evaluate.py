@@ -42,7 +42,9 @@ def _clean(obj: object) -> object:
 
 def run(p: EvaluateParams, pp: ProxiesParams, ckpt_dir: Path, spacespan_dir: Path, proxies_dir: Path,
         triplets_dir: Path, md_path: Path, plots_dir: Path, tracker: Tracker,
-        predictions_path: Path | None = None) -> dict:
+        predictions_path: Path | None = None, blind_ckpt_dir: Path | None = None) -> dict:
+    """``blind_ckpt_dir``: the blind-trained model (``proxy3d train --stage 4 --blind``), required when
+    ``evaluate.baselines`` has ``blind``."""
     val_dir = spacespan_partition(spacespan_dir, 4, "val")
     if not val_dir.exists():
         raise FileNotFoundError(f"{val_dir}: no val split; run 'dvc repro spacespan' first")
@@ -54,9 +56,15 @@ def run(p: EvaluateParams, pp: ProxiesParams, ckpt_dir: Path, spacespan_dir: Pat
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if p.device == "auto" else p.device
     variants = build_variants(p.budgets, p.baselines, pp.method, pp.budget)
+    blind = None
+    if "blind" in p.baselines:
+        if blind_ckpt_dir is None or not (Path(blind_ckpt_dir) / "bundle.json").exists():
+            raise FileNotFoundError(f"{blind_ckpt_dir}: no blind-trained model for the blind baseline; run `dvc repro "
+                                    "train_blind` (proxy3d train --stage 4 --blind) or drop blind from evaluate.baselines")
+        blind = model_generate_fn(Path(blind_ckpt_dir), device, p.batch_size)
     results, texts = evaluate(items, boxes, variants, model_generate_fn(Path(ckpt_dir), device, p.batch_size),
                               SceneInputs(proxies_dir, triplets_dir, pp), p.batch_size, p.max_new_tokens,
-                              seed=p.seed, meteor=p.meteor, train_items=train)
+                              seed=p.seed, meteor=p.meteor, train_items=train, blind_generate=blind)
     paths = write_report(results, md_path, plots_dir)
     if predictions_path is not None:
         write_json(predictions_path, {name: [{"id": str(it["id"]), "task": it["task"], "prediction": t}
@@ -73,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         "with baselines (blind, random object, global k-means proxies) and token budgets in one table.",
         "sections 'evaluate:', 'proxies:'", Path("metrics/eval.json"), "evaluate.max_items_per_task=50")
     ap.add_argument("--checkpoint", type=Path, default=Path("artifacts/checkpoints/stage4"), help="stage-4 model dir")
+    ap.add_argument("--blind-checkpoint", type=Path, default=Path("artifacts/checkpoints/stage4_blind"),
+                    help="blind-trained model dir (proxy3d train --stage 4 --blind), for the blind baseline")
     ap.add_argument("--spacespan", type=Path, default=Path("artifacts/spacespan"), help="SpaceSpan output dir")
     ap.add_argument("--proxies", type=Path, default=Path("artifacts/proxies"), help="proxies of the default method/budget")
     ap.add_argument("--triplets", type=Path, default=Path("artifacts/triplets"), help="triplets (other methods/budgets)")
@@ -84,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     params = load_stage_params(args)
     with tracking.stage_run("evaluate", flat_dict(params.evaluate, "evaluate"), params.tracking) as tr:
         metrics = run(params.evaluate, params.proxies, args.checkpoint, args.spacespan, args.proxies, args.triplets,
-                      args.report, args.plots, tr, args.predictions)
+                      args.report, args.plots, tr, args.predictions, args.blind_checkpoint)
     write_json(args.metrics, metrics)
     log.info("evaluate: %d items; report %s", metrics["items"], args.report)
     return 0

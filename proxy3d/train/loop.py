@@ -25,7 +25,7 @@ from proxy3d.config import Params, StageParams, section_dict
 from proxy3d.io import atomic_write_text
 from proxy3d.model import text_tokenizer as tt
 from proxy3d.model.build import create_model, load_model_dir, save_model_dir
-from proxy3d.model.inputs import SceneInput, TextCodec
+from proxy3d.model.inputs import Example, SceneInput, TextCodec
 from proxy3d.tracking import Tracker
 from proxy3d.train import engine as ds
 from proxy3d.train.data import CurriculumData, load_objects, load_rows
@@ -92,8 +92,15 @@ def _model_for_stage(stage: int, params: Params, paths: StagePaths, objects: dic
 
 
 def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
-                stop_after: int | None = None) -> dict[str, float]:
-    """Train one stage into ``paths.checkpoints/stage<N>/``; ``stop_after`` stops early like a kill (tests)."""
+                stop_after: int | None = None, blind: bool = False) -> dict[str, float]:
+    """Train one stage into ``paths.checkpoints/stage<N>/``; ``stop_after`` stops early like a kill (tests).
+
+    ``blind`` (stage 4 only): the same stage with every scene emptied (no visual token in any sequence), into
+    ``stage4_blind/``: the evaluation's blind baseline, a model trained on the same questions without seeing
+    the scene.
+    """
+    if blind and stage != 4:
+        raise ValueError(f"blind training is a stage-4 baseline; got --stage {stage}")
     sp, tp = stage_params(params, stage), params.train
     device = ds.resolve_device(tp.device)
     if device == "cpu" and tp.threads > 0:  # 2 threads on 2 busy cores ran ~20x slower than 1 (spin contention)
@@ -117,10 +124,10 @@ def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
                           tuple(sp.simplified_tokens), sp.real_turns, sp.refer_share, sp.spatial_share)
     codec = TextCodec(tok, tt.proxy_token_id(tok))
     engine = ds.initialize(model, ds.ds_config(tp, sp, device), ds.param_groups(model, sp.lr, {"projector": sp.projector_lr_scale}))
-    out_dir = paths.checkpoints / f"stage{stage}"
+    out_dir = paths.checkpoints / (f"stage{stage}_blind" if blind else f"stage{stage}")
     ckpt_dir = out_dir / "ds"
-    fingerprint = json.dumps({"model": section_dict(params.model), "train": section_dict(tp), "stage": section_dict(sp)},
-                             sort_keys=True)
+    fingerprint = json.dumps({"model": section_dict(params.model), "train": section_dict(tp), "stage": section_dict(sp),
+                              "blind": blind}, sort_keys=True)
     stamp = ckpt_dir / "fingerprint.json"
     if stamp.exists() and stamp.read_text() != fingerprint:
         log.warning("%s was written with other params: not resuming from it", ckpt_dir)
@@ -129,7 +136,10 @@ def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
     losses, speeds, t_start = [], [], time.perf_counter()
     engine.train()
     for step in tqdm(range(start, sp.steps), desc=f"stage {stage}", initial=start, total=sp.steps, mininterval=5):
-        b = codec.collate(data.batch(step, sp.batch_size), sp.max_length)
+        examples = data.batch(step, sp.batch_size)
+        if blind:
+            examples = [Example(SceneInput.empty(e.scene.scene_id), e.turns) for e in examples]
+        b = codec.collate(examples, sp.max_length)
         lr = float(engine.get_lr()[0])
         t0 = time.perf_counter()
         loss = engine(b.input_ids.to(engine.device), b.attention_mask.to(engine.device), b.labels.to(engine.device), b.scenes)
@@ -156,7 +166,7 @@ def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
     metrics: dict[str, float] = {"stage": float(stage), "steps": float(sp.steps), "train_seconds": seconds,
                                  "final_loss": float(np.mean(losses[-10:])) if losses else float("nan"),
                                  "tokens_per_s": float(np.mean(speeds)) if speeds else 0.0}
-    meta = {"stage": stage, "model": section_dict(params.model), "steps": sp.steps, "seed": tp.seed}
+    meta = {"stage": stage, "model": section_dict(params.model), "steps": sp.steps, "seed": tp.seed, "blind": blind}
     if engine.zero_optimization_stage() == 3:  # partitioned weights: gather them for the consolidated save
         import deepspeed
 
@@ -167,7 +177,7 @@ def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
         save_model_dir(module, tok, out_dir, meta)
     if rank == 0:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-        if stage in (1, 2, 4) and objects.get("val"):
+        if stage in (1, 2, 4) and objects.get("val") and not blind:
             t0 = time.perf_counter()
             metrics.update(run_probes(module, codec, stage, objects["val"], objects.get("train", {}), tp.seed,
                                       scene_input=scene_inputs))
