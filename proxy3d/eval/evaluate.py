@@ -6,9 +6,10 @@ variant, batching, scoring) is independent of the model, so tests drive it with 
 
 Variants (one row each in the report): the model on ``semantic`` proxies at each budget, the model on other
 tokenizer methods at the default budget (``global_kmeans`` = the paper's ablation), ``blind`` (a model trained and
-run with no visual tokens: stage 4 of the same curriculum on empty scenes, ``blind_generate``), ``random_object`` (a uniformly random object of the scene; grounding only) and
-``frequency`` (VSI-Bench's "chance level (frequency)": per question type the train split's most frequent
-answer, its median for numeric VSI-Bench questions; question answering and VSI-Bench only).
+run with no visual tokens: stage 4 of the same curriculum on empty scenes, ``blind_generate``), ``random_object``
+(a uniformly random object of the scene; grounding only) and ``frequency`` (VSI-Bench's "chance level
+(frequency)": per question type the train split's most frequent answer, its median for numeric VSI-Bench
+questions; question answering and VSI-Bench only).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from proxy3d.config import Params, flat_dict
 from proxy3d.io import write_json
 from proxy3d.stages._common import load_stage_params, stage_parser
 from proxy3d.tracking import Tracker
-from proxy3d.train.loop import StagePaths, stage_params, train_stage
+from proxy3d.train.loop import StagePaths, stage_dir, stage_params, train_stage
 
 
 def run(stage: int, params: Params, paths: StagePaths, tracker: Tracker, blind: bool = False) -> dict:
@@ -40,13 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--blind trains the blind baseline of stage 4; got --stage {args.stage}")
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(".cache/torch_extensions").resolve()))
     params = load_stage_params(args)
-    name, folder = ("train_blind", "stage4_blind") if args.blind else (f"train_stage{args.stage}", f"stage{args.stage}")
+    name = "train_blind" if args.blind else f"train_stage{args.stage}"
     logged = {**flat_dict(params.model, "model"), **flat_dict(params.train, "train"),
               **flat_dict(stage_params(params, args.stage), f"train_stage{args.stage}")}
     paths = StagePaths(args.spacespan, args.symbols, args.proxies, args.checkpoints)
     with tracking.stage_run(name, logged, params.tracking) as tracker:
         metrics = run(args.stage, params, paths, tracker, blind=args.blind)
-        tracker.log_artifact(paths.checkpoints / folder / "bundle.json", "checkpoint")
+        tracker.log_artifact(stage_dir(paths.checkpoints, args.stage, args.blind) / "bundle.json", "checkpoint")
     write_json(args.metrics or Path("metrics") / f"{name}.json", metrics)
     print(f"stage {args.stage}: {metrics}")
     return 0

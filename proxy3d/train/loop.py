@@ -91,6 +91,12 @@ def _model_for_stage(stage: int, params: Params, paths: StagePaths, objects: dic
     return model, tok
 
 
+def stage_dir(checkpoints: Path, stage: int, blind: bool = False) -> Path:
+    """Where stage ``stage`` writes its checkpoint: ``<checkpoints>/stage<N>``, or ``stage4_blind`` for the blind
+    baseline."""
+    return Path(checkpoints) / (f"stage{stage}_blind" if blind else f"stage{stage}")
+
+
 def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
                 stop_after: int | None = None, blind: bool = False) -> dict[str, float]:
     """Train one stage into ``paths.checkpoints/stage<N>/``; ``stop_after`` stops early like a kill (tests).
@@ -124,7 +130,7 @@ def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
                           tuple(sp.simplified_tokens), sp.real_turns, sp.refer_share, sp.spatial_share)
     codec = TextCodec(tok, tt.proxy_token_id(tok))
     engine = ds.initialize(model, ds.ds_config(tp, sp, device), ds.param_groups(model, sp.lr, {"projector": sp.projector_lr_scale}))
-    out_dir = paths.checkpoints / (f"stage{stage}_blind" if blind else f"stage{stage}")
+    out_dir = stage_dir(paths.checkpoints, stage, blind)
     ckpt_dir = out_dir / "ds"
     fingerprint = json.dumps({"model": section_dict(params.model), "train": section_dict(tp), "stage": section_dict(sp),
                               "blind": blind}, sort_keys=True)
