@@ -68,5 +68,8 @@ def test_tokenize_file_writes_and_reports(tmp_path: Path) -> None:
     t = make_triplets(2000, 8, seed=10, scene_id="scene0001_00")
     save_triplets(t, tmp_path / "scene0001_00.safetensors")
     stats = ProxyTokenizer(150).tokenize_file(tmp_path / "scene0001_00.safetensors", tmp_path / "out" / "p.safetensors")
-    assert stats["scene_id"] == "scene0001_00" and stats["tokens"] == 150
+    assert stats["scene_id"] == "scene0001_00" and stats["tokens"] == 150 and stats["time_s"] >= 0
     assert len(load_proxies(tmp_path / "out" / "p.safetensors")) == 150
+    # a second run writes the same bytes (no wall time in the file), so DVC sees unchanged proxies
+    ProxyTokenizer(150).tokenize_file(tmp_path / "scene0001_00.safetensors", tmp_path / "out" / "q.safetensors")
+    assert (tmp_path / "out" / "p.safetensors").read_bytes() == (tmp_path / "out" / "q.safetensors").read_bytes()

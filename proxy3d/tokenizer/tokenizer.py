@@ -18,6 +18,7 @@ are counted in ``meta["dropped_patches"]``/``meta["dropped_groups"]``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -160,10 +161,14 @@ class ProxyTokenizer:
                        members=members.astype(np.int32), meta=meta)
 
     def tokenize_file(self, in_path: str | Path, out_path: str | Path) -> dict[str, Any]:
-        """Load triplets, tokenize, save proxies (atomic). Returns the proxies' stats (``meta``) with the scene id."""
+        """Load triplets, tokenize, save proxies (atomic). Returns the proxies' stats (``meta``) with the scene id.
+
+        The wall time (``meta["time_s"]``) is returned but not saved: the same proxies are then the same bytes, so a
+        tokenizer change that leaves the proxies alone does not make DVC retrain the stages that read them."""
         p = self.tokenize(load_triplets(in_path))
-        save_proxies(p, out_path)
-        return {"scene_id": p.scene_id, "tokens": len(p), **p.meta}
+        stats = {"scene_id": p.scene_id, "tokens": len(p), **p.meta}
+        save_proxies(dataclasses.replace(p, meta={k: v for k, v in p.meta.items() if k != "time_s"}), out_path)
+        return stats
 
 
 def _absorb_sparse_background(points: np.ndarray, assign: np.ndarray, bg_cluster: np.ndarray,
