@@ -18,6 +18,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from proxy3d.tokenizer.clustering import grouped_kmeans
+from proxy3d.tokenizer.pooling import bounds
 
 
 def uniform_assign(points: np.ndarray, budget: int) -> tuple[np.ndarray, int]:
@@ -33,8 +34,8 @@ def voxel_assign(points: np.ndarray, budget: int, iters: int = 40) -> tuple[np.n
     if N == 0 or budget == 0:
         return np.full(N, -1, dtype=np.int64), 0
     p = np.asarray(points, dtype=np.float64)
-    p = p - p.min(0)
-    span = float(np.ptp(p, axis=0).max())
+    p = p - bounds(p)[0]
+    span = float(bounds(p)[1].max())
 
     def cells(size: float) -> tuple[np.ndarray, int]:
         q = np.floor(p / size).astype(np.int64)
@@ -77,11 +78,11 @@ def fps_assign(points: np.ndarray, budget: int) -> tuple[np.ndarray, int]:
 
 
 def global_kmeans_assign(points: np.ndarray, budget: int, iters: int = 20, backend: str = "batched",
-                         seed: int = 0) -> tuple[np.ndarray, int]:
+                         seed: int = 0, sample: int = 0) -> tuple[np.ndarray, int]:
     N = points.shape[0]
     K = min(budget, N)
     if K == 0:
         return np.full(N, -1, dtype=np.int64), 0
     assign = grouped_kmeans(points, np.zeros(N, dtype=np.int64), np.array([K]), iters=iters,
-                            backend=backend, seed=seed)
+                            backend=backend, seed=seed, sample=sample)
     return assign, K

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from proxy3d.tokenizer.pooling import bounds
+
 
 def check_vote_params(voxel: float, keep: float, take: float) -> None:
     """Raise ``ValueError`` naming the ``proxies.label_vote_*`` value and the valid range."""
@@ -41,9 +43,9 @@ def vote_labels(points: np.ndarray, labels: np.ndarray, voxel: float = 0.05, kee
     if voxel == 0 or lab.size < 2:
         return out
     q = np.floor(np.asarray(points, dtype=np.float64)[lab] / voxel).astype(np.int64)
-    q -= q.min(0)
+    q -= bounds(q)[0]
     side = int(q.max()) + 1
-    codes, code = _codes(out[lab])
+    codes, code = label_codes(out[lab])
     n_codes = codes.size
     if float(side) ** 3 * n_codes < 2.0 ** 62:  # one sort of (voxel, label) keys
         key = ((q[:, 0] * side + q[:, 1]) * side + q[:, 2]) * n_codes + code
@@ -65,7 +67,7 @@ def vote_labels(points: np.ndarray, labels: np.ndarray, voxel: float = 0.05, kee
     return out
 
 
-def _codes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def label_codes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(distinct labels ascending, (n,) code of each) for labels >= 0; a lookup table when labels are small."""
     top = int(labels.max())
     if top < 4 * labels.size + 65536:

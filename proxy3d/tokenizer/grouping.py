@@ -21,6 +21,9 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from proxy3d.tokenizer.consensus import label_codes
+from proxy3d.tokenizer.pooling import bounds
+
 # the outlier radius is at least this many patch spacings (6 x 1.7 cm ~ the 0.1 m default on the default grid)
 OUTLIER_SPACINGS = 6.0
 
@@ -48,12 +51,12 @@ def group_patches(points: np.ndarray, labels: np.ndarray, background_voxel: floa
     N = labels.shape[0]
     index = np.empty(N, dtype=np.int64)
     lab = labels >= 0
-    obj_labels, obj_inv = np.unique(labels[lab], return_inverse=True)
+    obj_labels, obj_inv = label_codes(labels[lab]) if lab.any() else (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
     index[lab] = obj_inv
     bg = ~lab
     if bg.any():
         cells = np.floor(np.asarray(points, dtype=np.float64)[bg] / background_voxel).astype(np.int64)
-        cells -= cells.min(0)
+        cells -= bounds(cells)[0]
         side = int(cells.max()) + 1  # 1-D keys in (x, y, z) lexicographic order: unique(axis=0) is ~10x slower
         _, bg_inv = np.unique((cells[:, 0] * side + cells[:, 1]) * side + cells[:, 2], return_inverse=True)
         bg_inv = bg_inv.reshape(-1)
@@ -87,8 +90,8 @@ def _label_cells(points: np.ndarray, labels: np.ndarray, size: float) -> tuple[n
     key of a cell's neighbour at offset (dx, dy, dz) is ``key + (dx * side + dy) * side + dz`` (never another label's).
     """
     q = np.floor(np.asarray(points, dtype=np.float64) / size).astype(np.int64)
-    q -= q.min(0) - 1  # >= 1, so every neighbour offset stays >= 0
-    _, code = np.unique(labels, return_inverse=True)
+    q -= bounds(q)[0] - 1  # >= 1, so every neighbour offset stays >= 0
+    _, code = label_codes(labels)
     side = int(q.max()) + 2
     key = ((code.reshape(-1) * side + q[:, 0]) * side + q[:, 1]) * side + q[:, 2]
     cells, cell_of, cell_n = np.unique(key, return_inverse=True, return_counts=True)
@@ -96,14 +99,29 @@ def _label_cells(points: np.ndarray, labels: np.ndarray, size: float) -> tuple[n
 
 
 def _neighbour_pairs(cells: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
-    """(src, dst) indices of occupied cells that touch (26-neighbourhood), each undirected pair once."""
+    """(src, dst) indices of occupied cells that touch (26-neighbourhood), each undirected pair once.
+
+    The 13 forward offsets come as one step along z plus four runs of three consecutive keys (dz = -1, 0, +1
+    for (dx, dy) in (0, 1), (1, -1), (1, 0), (1, 1)); keys are sorted and unique, so a run's three cells sit
+    at consecutive positions: one binary search per run, not per offset (4 searches instead of 13)."""
+    U = cells.size
+    idx = np.arange(U)
     src, dst = [], []
-    for dx, dy, dz in _FORWARD:
-        nb = cells + (dx * side + dy) * side + dz
-        pos = np.minimum(np.searchsorted(cells, nb), cells.size - 1)
-        hit = cells[pos] == nb
-        src.append(np.flatnonzero(hit))
-        dst.append(pos[hit])
+
+    def take(pos: np.ndarray, want: np.ndarray) -> np.ndarray:
+        at = np.minimum(pos, U - 1)
+        hit = cells[at] == want
+        src.append(idx[hit])
+        dst.append(at[hit])
+        return hit
+
+    take(idx + 1, cells + 1)
+    for dx, dy in ((0, 1), (1, -1), (1, 0), (1, 1)):
+        want = cells + (dx * side + dy) * side - 1
+        pos = np.searchsorted(cells, want)  # first cell >= the run's dz = -1 key
+        for _ in range(3):
+            pos = pos + take(pos, want)  # after a hit the next key of the run is one position on
+            want = want + 1
     return np.concatenate(src), np.concatenate(dst)
 
 
@@ -149,7 +167,7 @@ def detach_sparse(points: np.ndarray, labels: np.ndarray, spacings: float, min_s
     cells of ``spacings x`` :func:`patch_spacing`; a patch's density is the number of same-label patches in
     its cell and the 26 around it; a patch denser than less than ``min_share`` of its label's median
     density becomes unlabelled. Labels of a few patches (a cup) have no dense core to fall behind and are kept
-    whole. One sort of N keys plus 13 binary searches over the cells; ``spacings`` or ``min_share`` <= 0
+    whole. One sort of N keys plus 4 binary searches over the cells; ``spacings`` or ``min_share`` <= 0
     disables. points: (N, 3) finite; labels: (N,) int; spacing as in :func:`detach_outliers`. Returns (N,) int64.
     """
     labels = np.asarray(labels, dtype=np.int64)
@@ -175,7 +193,3 @@ def detach_sparse(points: np.ndarray, labels: np.ndarray, spacings: float, min_s
     out = labels.copy()
     out[lab[density < min_share * median[code]]] = -1
     return out
-
-
-# the 13 "forward" offsets of the 26-neighbourhood (each undirected cell pair once)
-_FORWARD = [(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1) if (dx, dy, dz) > (0, 0, 0)]

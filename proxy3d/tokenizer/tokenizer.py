@@ -47,19 +47,20 @@ class ProxyTokenizer:
                  background_voxel: float = 0.5, kmeans_iters: int = 6, knn: int = 6, seed: int = 0,
                  kmeans_backend: str = "batched", outlier_radius: float = 0.1, outlier_min_share: float = 0.1,
                  sparse_spacings: float = 3.0, sparse_min_share: float = 0.2, label_vote_voxel: float = 0.05,
-                 label_vote_keep: float = 0.34, label_vote_take: float = 0.66) -> None:
+                 label_vote_keep: float = 0.34, label_vote_take: float = 0.66, kmeans_sample: int = 64) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown tokenizer method {method!r}; choose one of {', '.join(METHODS)} (proxies.method)")
         if kmeans_backend not in BACKENDS:
             raise ValueError(f"unknown k-means backend {kmeans_backend!r}; choose one of {BACKENDS} (proxies.kmeans_backend)")
         for name, v in (("budget", budget), ("min_per_group", min_per_group), ("per_object_cap", per_object_cap),
-                        ("kmeans_iters", kmeans_iters), ("knn", knn)):
+                        ("kmeans_iters", kmeans_iters), ("knn", knn), ("kmeans_sample", kmeans_sample)):
             if int(v) < 0:
                 raise ValueError(f"proxies.{name} must be >= 0, got {v}")
         self.budget, self.method = int(budget), method
         self.min_per_group, self.per_object_cap = int(min_per_group), int(per_object_cap)
         self.background_voxel, self.kmeans_iters = float(background_voxel), int(kmeans_iters)
         self.knn, self.seed, self.kmeans_backend = int(knn), int(seed), kmeans_backend
+        self.kmeans_sample = int(kmeans_sample)
         self.outlier_radius, self.outlier_min_share = float(outlier_radius), float(outlier_min_share)
         self.sparse_spacings, self.sparse_min_share = float(sparse_spacings), float(sparse_min_share)
         check_vote_params(float(label_vote_voxel), float(label_vote_keep), float(label_vote_take))
@@ -73,7 +74,7 @@ class ProxyTokenizer:
                   knn=p.knn, seed=p.seed, kmeans_backend=p.kmeans_backend, outlier_radius=p.outlier_radius,
                   outlier_min_share=p.outlier_min_share, sparse_spacings=p.sparse_spacings,
                   sparse_min_share=p.sparse_min_share, label_vote_voxel=p.label_vote_voxel,
-                  label_vote_keep=p.label_vote_keep, label_vote_take=p.label_vote_take)
+                  label_vote_keep=p.label_vote_keep, label_vote_take=p.label_vote_take, kmeans_sample=p.kmeans_sample)
         kw.update(overrides)
         return cls(**kw)
 
@@ -102,14 +103,15 @@ class ProxyTokenizer:
             k = allocate(g.sizes, self.budget, self.min_per_group, caps=caps, priority=g.is_object.astype(np.int64),
                          guaranteed=g.is_object)
             sub = grouped_kmeans(points[keep], g.index, k, iters=self.kmeans_iters, backend=self.kmeans_backend,
-                                 seed=self.seed, neighbours=self.knn)
+                                 seed=self.seed, neighbours=self.knn, sample=self.kmeans_sample)
             bg_cluster = np.repeat(~g.is_object, k)
             assign = np.full(N, -1, dtype=np.int64)
             assign[keep] = _absorb_sparse_background(points[keep], sub, bg_cluster, 2.0 * self.background_voxel)
             info.update(groups=int(g.label.size), dropped_groups=int(((k == 0) & (g.sizes > 0)).sum()),
                         dropped_patches=int((assign < 0).sum()))
         elif self.method == "global_kmeans":
-            assign, _ = baselines.global_kmeans_assign(points, self.budget, self.kmeans_iters, self.kmeans_backend, self.seed)
+            assign, _ = baselines.global_kmeans_assign(points, self.budget, self.kmeans_iters, self.kmeans_backend, self.seed,
+                                                       self.kmeans_sample)
         elif self.method == "uniform":
             assign, _ = baselines.uniform_assign(points, self.budget)
         elif self.method == "voxel":
