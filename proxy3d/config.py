@@ -228,6 +228,9 @@ class EvaluateParams:
     max_items_per_task: int = 0  # seeded sample of this many val items per task (0 = all)
     meteor: bool = True  # METEOR needs Java
     device: str = "auto"  # auto | cpu | cuda
+    # paired-bootstrap resamples for the model-minus-baseline intervals in the report (0 = off): the default val
+    # split has ~5 VSI-Bench items per question type, so most gaps there are noise
+    bootstrap: int = 2000
 
 
 @dataclass

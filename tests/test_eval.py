@@ -205,3 +205,60 @@ def test_evaluate_stage_writes_metrics_report_and_plots(tiny_checkpoint, tmp_pat
     json.dumps(out, allow_nan=False)  # strict JSON: NaN became null
     assert "| blind | 0 |" in (tmp_path / "reports" / "eval.md").read_text()
     assert sorted(f.name for f in (tmp_path / "reports" / "eval").iterdir()) == ["per_task.png", "score_vs_tokens.png"]
+
+
+def _many(n: int = 40) -> list[dict]:
+    """n grounding items, n SQA3D items and n VSI-Bench items of two question types (abs distance, rel distance)."""
+    out = []
+    for i in range(n):
+        out.append(_item(f"g{i}", "grounding", ["<OBJ002>"], [2]))
+        out.append(_item(f"s{i}", "situated_qa", ["left"], [], "Which way is the door?"))
+        out.append(_item(f"v{i}", "spatial_num" if i % 2 else "spatial_mc", ["4.0" if i % 2 else "B"], [],
+                         qt="object_abs_distance" if i % 2 else "object_rel_distance"))
+    return out
+
+
+def test_paired_bootstrap_point_estimates_are_the_benchmark_metrics(boxes):
+    """Each row's model and baseline scores equal score_pairs' metrics (VSI-Bench ``overall`` too); a clearly
+    better model gets an interval above 0, identical predictions a zero-width one, and the same seed the same rows."""
+    from proxy3d.eval.significance import compare, comparison_metrics, paired_bootstrap
+
+    items = _many()
+    rng = np.random.default_rng(0)
+    good = [it["answers"][0] if rng.random() < 0.8 else "1" for it in items]
+    bad = [it["answers"][0] if rng.random() < 0.3 else "1" for it in items]
+    res = paired_bootstrap(items, good, bad, boxes, resamples=500, seed=0)
+    sa, sb = score_pairs(items, good, boxes, meteor=False), score_pairs(items, bad, boxes, meteor=False)
+    for key, r in res.items():
+        bench, metric = key.split(".", 1)
+        assert r["a"] == pytest.approx(sa[bench][metric]) and r["b"] == pytest.approx(sb[bench][metric])
+        assert r["diff"] == pytest.approx(r["a"] - r["b"]) and r["lo"] <= r["hi"]
+    assert {"scanrefer.acc@0.25", "sqa3d.em", "vsibench.overall", "vsibench.object_abs_distance_MRA"} <= set(res)
+    assert res["scanrefer.acc@0.25"]["n_items"] == 40 and res["vsibench.overall"]["n_items"] == 40
+    assert res["vsibench.object_abs_distance_MRA"]["n_items"] == 20  # the items of that question type
+    for key in ("scanrefer.acc@0.25", "sqa3d.em", "vsibench.overall"):
+        assert res[key]["lo"] > 0 and res[key]["p_not_better"] < 0.05
+    same = paired_bootstrap(items, good, good, boxes, resamples=200)
+    assert all(r["diff"] == 0 and r["lo"] == 0 and r["hi"] == 0 for r in same.values())
+    assert paired_bootstrap(items, good, bad, boxes, resamples=500, seed=0) == res
+    assert paired_bootstrap(items, good, bad, boxes, resamples=0) == {}
+    with pytest.raises(ValueError, match="one prediction per item"):
+        paired_bootstrap(items, good[:-1], bad, boxes)
+    # compare(): a baseline limited to some tasks is scored on those items only
+    cmp = compare(items, {"m": good, "frequency": bad, "blind": bad}, "m", ["blind", "frequency", "absent"], boxes,
+                  200, 0, {"frequency": ("situated_qa",)})
+    assert set(cmp) == {"m vs blind", "m vs frequency"} and set(cmp["m vs frequency"]) == {"sqa3d.em"}
+    assert "cmp.m_vs_blind.scanrefer.acc_at_0.25.lo" in comparison_metrics(cmp)
+
+
+def test_report_has_the_comparison_table(tmp_path, boxes):
+    from proxy3d.eval.significance import compare
+
+    items = _many(10)
+    variants = [Variant("semantic@700", budget=700), Variant("blind", blind=True, budget=0)]
+    results, texts = evaluate(items, boxes, variants, _oracle, _Scenes(), batch_size=8, max_new_tokens=8, meteor=False)
+    cmp = compare(items, texts, "semantic@700", ["blind"], boxes, 300, 0)
+    write_report(results, tmp_path / "eval.md", tmp_path / "eval", comparisons=cmp)
+    md = (tmp_path / "eval.md").read_text()
+    assert "## Model vs baselines (paired bootstrap over items)" in md
+    assert "| semantic@700 vs blind | scanrefer.acc@0.25 | 100.0 | 0.0 | **+100.0** | [+100.0, +100.0] | 10 |" in md

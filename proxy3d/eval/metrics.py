@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -246,13 +246,22 @@ def vsibench_scores(question_types: Sequence[str], scores: Sequence[float],
     by_type: dict[str, list[float]] = defaultdict(list)
     for t, s in zip(question_types, scores, strict=True):
         by_type[t].append(float(s))
-    out: dict[str, float] = {}
-    for t in sorted(by_type):
+    means = {t: np.array([np.mean(v)]) for t, v in by_type.items()}
+    return {k: float(v[0]) for k, v in vsibench_aggregate(means, numeric_types).items()} if means else {"overall": math.nan}
+
+
+def vsibench_aggregate(means: Mapping[str, np.ndarray], numeric_types: Collection[str] = VSI_NUM_TYPES
+                       ) -> dict[str, np.ndarray]:
+    """Per-type mean scores (type -> (R,) array, e.g. R bootstrap resamples) -> ``<type>_accuracy`` /
+    ``<type>_MRA``, the three rel-direction difficulties merged into one, ``overall`` = mean of the tasks."""
+    out: dict[str, np.ndarray] = {}
+    for t in sorted(means):
         suffix = "MRA" if t in numeric_types else "accuracy"
-        out[f"{t}_{suffix}"] = float(np.mean(by_type[t]))
+        out[f"{t}_{suffix}"] = np.asarray(means[t], dtype=np.float64)
     rel = [out.pop(f"object_rel_direction_{d}_accuracy") for d in ("easy", "medium", "hard")
            if f"object_rel_direction_{d}_accuracy" in out]
     if rel:
-        out["object_rel_direction_accuracy"] = float(np.mean(rel))
-    out["overall"] = float(np.mean(list(out.values()))) if out else math.nan
+        out["object_rel_direction_accuracy"] = np.mean(rel, axis=0)
+    if out:
+        out["overall"] = np.mean(list(out.values()), axis=0)
     return out

@@ -52,8 +52,21 @@ def _vsi_columns(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                                                 for k in keys]
 
 
-def markdown(results: dict[str, Any], command: str = "dvc repro evaluate") -> str:
-    """The report: one section per table, every variant a row."""
+def _comparison_table(comparisons: dict[str, Any]) -> list[str]:
+    lines = ["| Comparison | Metric | Model | Baseline | Difference | 95% interval | Items |", "|---|---|---:|---:|---:|---|---:|"]
+    for name, rows in comparisons.items():
+        for metric, r in rows.items():
+            diff = f"{100 * r['diff']:+.1f}"
+            if r["lo"] > 0 or r["hi"] < 0:  # the interval excludes 0
+                diff = f"**{diff}**"
+            lines.append(f"| {name} | {metric} | {_fmt(r['a'])} | {_fmt(r['b'])} | {diff} | "
+                         f"[{100 * r['lo']:+.1f}, {100 * r['hi']:+.1f}] | {r['n_items']:.0f} |")
+    return lines
+
+
+def markdown(results: dict[str, Any], command: str = "dvc repro evaluate",
+             comparisons: dict[str, Any] | None = None) -> str:
+    """The report: one section per table, every variant a row; then the paired-bootstrap comparisons."""
     n_items = {b: int(m.get("n_items", 0)) for r in results.values() for b, m in r["benchmarks"].items()}
     out = ["# Proxy3D evaluation", "",
            f"Produced by `{command}` on the val split (curriculum stage 4). Scores ×100. Items per benchmark: "
@@ -68,6 +81,12 @@ def markdown(results: dict[str, Any], command: str = "dvc repro evaluate") -> st
                    - {"vsibench"})
     if other:
         out += ["## Other tasks (exact match)", "", *_table(results, [(b, b, "em") for b in other]), ""]
+    if comparisons:
+        out += ["## Model vs baselines (paired bootstrap over items)", "",
+                "Difference = model - baseline on the same items (×100), with a 95% percentile interval from "
+                "resampling the items (within each VSI-Bench question type); a **bold** difference: its interval excludes 0. "
+                "ScanQA and Scan2Cap (corpus metrics) are not resampled. See `proxy3d/eval/significance.py`.", "",
+                *_comparison_table(comparisons), ""]
     out += ["Plots: `eval/score_vs_tokens.png` (headline score per benchmark vs visual tokens), "
             "`eval/per_task.png` (headline score per benchmark and method).", ""]
     return "\n".join(out)
@@ -126,7 +145,7 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def write_report(results: dict[str, Any], md_path: Path, plots_dir: Path,
-                 command: str = "dvc repro evaluate") -> list[Path]:
+                 command: str = "dvc repro evaluate", comparisons: dict[str, Any] | None = None) -> list[Path]:
     """The Markdown report at ``md_path`` and the PNG plots in ``plots_dir``; returns the written paths."""
-    atomic_write_text(Path(md_path), markdown(results, command))
+    atomic_write_text(Path(md_path), markdown(results, command, comparisons))
     return [Path(md_path), *plots(results, Path(plots_dir))]

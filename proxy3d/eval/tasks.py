@@ -46,7 +46,7 @@ def _ids(item: dict[str, Any]) -> list[int]:
     return [] if v is None else [int(i) for i in v]
 
 
-def _answers(item: dict[str, Any]) -> list[str]:
+def answers_of(item: dict[str, Any]) -> list[str]:
     v = item.get("answers")
     return [] if v is None else [str(a) for a in v]
 
@@ -78,7 +78,9 @@ def _eval_type(item: dict[str, Any], boxes: Boxes) -> str:
     return "st_w_d" if _unique_multiple(boxes, item["scene_id"], ids[0]) else "st_wo_d"
 
 
-def score_scanrefer(items: Sequence[dict], preds: Sequence[str], boxes: Boxes) -> dict[str, float]:
+def scanrefer_ious(items: Sequence[dict], preds: Sequence[str], boxes: Boxes) -> tuple[list[float], list[int]]:
+    """Per item: IoU of the first named object's box with the target's (0 when none or unknown), and
+    unique (0) / multiple (1)."""
     ious, um = [], []
     for it, pred in zip(items, preds, strict=True):
         sid, targets, named = it["scene_id"], _ids(it), parse_objects(pred)
@@ -86,10 +88,16 @@ def score_scanrefer(items: Sequence[dict], preds: Sequence[str], boxes: Boxes) -
         p = _box(boxes, sid, named[0]) if named else None  # empty prediction / unknown id: IoU 0
         ious.append(0.0 if gt is None or p is None else metrics.box3d_iou(p, gt))
         um.append(_unique_multiple(boxes, sid, targets[0]) if targets else 1)
-    return metrics.scanrefer_scores(ious, um)
+    return ious, um
 
 
-def score_multi3drefer(items: Sequence[dict], preds: Sequence[str], boxes: Boxes) -> dict[str, float]:
+def score_scanrefer(items: Sequence[dict], preds: Sequence[str], boxes: Boxes) -> dict[str, float]:
+    return metrics.scanrefer_scores(*scanrefer_ious(items, preds, boxes))
+
+
+def multi3drefer_f1s(items: Sequence[dict], preds: Sequence[str], boxes: Boxes
+                     ) -> tuple[list[tuple[float, float]], list[str]]:
+    """Per item: (F1@0.25, F1@0.5) of the named boxes against the targets', and the evaluation type."""
     f1s, types = [], []
     for it, pred in zip(items, preds, strict=True):
         sid = it["scene_id"]
@@ -97,11 +105,15 @@ def score_multi3drefer(items: Sequence[dict], preds: Sequence[str], boxes: Boxes
         gt_boxes = [b for b in (_box(boxes, sid, i) for i in _ids(it)) if b is not None]
         f1s.append(metrics.multi3drefer_f1(pred_boxes, gt_boxes))
         types.append(_eval_type(it, boxes))
-    return metrics.multi3drefer_scores(f1s, types)
+    return f1s, types
+
+
+def score_multi3drefer(items: Sequence[dict], preds: Sequence[str], boxes: Boxes) -> dict[str, float]:
+    return metrics.multi3drefer_scores(*multi3drefer_f1s(items, preds, boxes))
 
 
 def score_qa(items: Sequence[dict], preds: Sequence[str], meteor: bool) -> dict[str, float]:
-    answers = [_answers(it) for it in items]
+    answers = [answers_of(it) for it in items]
     texts = [strip_objects(p) for p in preds]
     out = metrics.qa_em_scores(texts, answers)
     gts = {str(i): [metrics.clean_answer(a) for a in a_list] or [""] for i, a_list in enumerate(answers)}
@@ -111,7 +123,7 @@ def score_qa(items: Sequence[dict], preds: Sequence[str], meteor: bool) -> dict[
 
 
 def score_sqa3d(items: Sequence[dict], preds: Sequence[str]) -> dict[str, float]:
-    return metrics.sqa3d_scores([strip_objects(p) for p in preds], [_answers(it) for it in items],
+    return metrics.sqa3d_scores([strip_objects(p) for p in preds], [answers_of(it) for it in items],
                                 [str(it.get("question", "")) for it in items])
 
 
@@ -126,7 +138,7 @@ def score_scan2cap(items: Sequence[dict], preds: Sequence[str], boxes: Boxes, me
         if not targets:
             continue
         key = f"{it['scene_id']}|{targets[0]}"
-        gts[key].extend(_answers(it))
+        gts[key].extend(answers_of(it))
         if key not in cands:
             named = parse_objects(pred)
             gt, p = _box(boxes, it["scene_id"], targets[0]), _box(boxes, it["scene_id"], named[0]) if named else None
@@ -135,22 +147,30 @@ def score_scan2cap(items: Sequence[dict], preds: Sequence[str], boxes: Boxes, me
     return captions.scan2cap_scores(dict(gts), cands, ious, meteor=meteor)
 
 
-def score_vsibench(items: Sequence[dict], preds: Sequence[str]) -> dict[str, float]:
-    """VSI-Bench scoring; items without a VSI question_type are their own task (``spatial_num``: MRA,
-    ``spatial_mc``: exact match)."""
-    numeric = (*metrics.VSI_NUM_TYPES, "spatial_num")
+# VSI-Bench's numeric question types plus SpaceSpan's own numeric spatial task (MRA, not exact match)
+VSI_NUMERIC = (*metrics.VSI_NUM_TYPES, "spatial_num")
+
+
+def vsibench_item_scores(items: Sequence[dict], preds: Sequence[str]) -> tuple[list[str], list[float]]:
+    """Per item: question type (the task for items without a VSI type) and score (accuracy or MRA)."""
     types, scores = [], []
     for it, pred in zip(items, preds, strict=True):
         qt = str(it.get("question_type") or "")
         if qt not in metrics.VSI_MC_TYPES + metrics.VSI_NUM_TYPES:
             qt = str(it["task"])
         types.append(qt)
-        scores.append(metrics.vsibench_item_score(qt, strip_objects(pred), (_answers(it) or [""])[0], numeric))
-    return metrics.vsibench_scores(types, scores, numeric)
+        scores.append(metrics.vsibench_item_score(qt, strip_objects(pred), (answers_of(it) or [""])[0], VSI_NUMERIC))
+    return types, scores
+
+
+def score_vsibench(items: Sequence[dict], preds: Sequence[str]) -> dict[str, float]:
+    """VSI-Bench scoring; items without a VSI question_type are their own task (``spatial_num``: MRA,
+    ``spatial_mc``: exact match)."""
+    return metrics.vsibench_scores(*vsibench_item_scores(items, preds), VSI_NUMERIC)
 
 
 def score_em(items: Sequence[dict], preds: Sequence[str]) -> dict[str, float]:
-    return metrics.qa_em_scores(list(preds), [_answers(it) for it in items])
+    return metrics.qa_em_scores(list(preds), [answers_of(it) for it in items])
 
 
 def score_pairs(items: Sequence[dict], preds: Sequence[str], boxes: Boxes, meteor: bool = True,

@@ -15,6 +15,7 @@ import pandas as pd
 from proxy3d import tracking
 from proxy3d.config import EvaluateParams, ProxiesParams, flat_dict
 from proxy3d.eval.evaluate import (
+    FREQUENCY_TASKS,
     SceneInputs,
     build_variants,
     evaluate,
@@ -24,6 +25,8 @@ from proxy3d.eval.evaluate import (
 )
 from proxy3d.eval.records import load_gt_boxes
 from proxy3d.eval.report import write_report
+from proxy3d.eval.significance import compare, comparison_metrics
+from proxy3d.eval.tasks import GROUNDING_TASKS
 from proxy3d.io import spacespan_partition, write_json
 from proxy3d.stages._common import load_stage_params, stage_parser
 from proxy3d.tracking import Tracker
@@ -65,14 +68,18 @@ def run(p: EvaluateParams, pp: ProxiesParams, ckpt_dir: Path, spacespan_dir: Pat
     results, texts = evaluate(items, boxes, variants, model_generate_fn(Path(ckpt_dir), device, p.batch_size),
                               SceneInputs(proxies_dir, triplets_dir, pp), p.batch_size, p.max_new_tokens,
                               seed=p.seed, meteor=p.meteor, train_items=train, blind_generate=blind)
-    paths = write_report(results, md_path, plots_dir)
+    model = f"{pp.method}@{pp.budget}"  # against every baseline (not against itself at other budgets)
+    others = [v.name for v in variants if v.blind or v.kind != "model" or v.method != pp.method]
+    comparisons = compare(items, texts, model, others, boxes, p.bootstrap, p.seed,
+                          {"frequency": FREQUENCY_TASKS, "random_object": GROUNDING_TASKS})
+    paths = write_report(results, md_path, plots_dir, comparisons=comparisons)
     if predictions_path is not None:
         write_json(predictions_path, {name: [{"id": str(it["id"]), "task": it["task"], "prediction": t}
                                              for it, t in zip(items, ts, strict=True)] for name, ts in texts.items()})
-    tracker.log_metrics(flat_metrics(results))
+    tracker.log_metrics({**flat_metrics(results), **comparison_metrics(comparisons)})
     for path in paths:
         tracker.log_artifact(path, "reports")
-    return {"items": len(items), "variants": _clean(results)}
+    return {"items": len(items), "variants": _clean(results), "comparisons": _clean(comparisons)}
 
 
 def main(argv: list[str] | None = None) -> int:
