@@ -272,3 +272,31 @@ def test_stage4_spatial_share_asks_numeric_vsibench_questions_on_real_or_simplif
         assert any(t[0].startswith(starts[3]) for e in batch for t in e.turns)
     off = CurriculumData(4, objs, rows, loader, steps=10, seed=0, mix_previous=0.0, simplified_share=0.5).batch(0, 8)
     assert not any(t[0].startswith(starts[3]) for e in off for t in e.turns)
+
+
+def test_stage2_augment_moves_scenes_rigidly_and_keeps_the_answers_consistent(toy: StagePaths) -> None:
+    """augment_scene keeps >= half the objects, heights and pairwise distances (a rigid move in the floor plane) and
+    changes the positions; stage-2 answers are computed on the moved scene (closest = its nearest other object)."""
+    from proxy3d.train.data import augment_scene, nearest_other
+
+    objs = load_objects(toy.spacespan / "objects.parquet")["train"]
+    o = max(objs.values(), key=lambda s: len(s.ids))
+    moved = [augment_scene(o, np.random.default_rng(s)) for s in range(20)]
+    for m in moved:
+        idx = np.array([int(np.flatnonzero(o.ids == i)[0]) for i in m.ids])
+        assert len(m.ids) >= len(o.ids) // 2 and m.labels == [o.labels[i] for i in idx]
+        np.testing.assert_allclose(m.centers[:, 2], o.centers[idx, 2], atol=1e-5)
+        d0 = np.linalg.norm(o.centers[idx][:, None] - o.centers[idx][None], axis=-1)
+        np.testing.assert_allclose(np.linalg.norm(m.centers[:, None] - m.centers[None], axis=-1), d0, atol=1e-4)
+        assert all(nearest_other(m.centers, k) == nearest_other(o.centers[idx], k) for k in range(len(idx)))
+    assert not all(np.allclose(m.centers[:, :2], o.centers[:len(m.ids), :2]) for m in moved)
+    a = augment_scene(o, np.random.default_rng(5))
+    b = augment_scene(o, np.random.default_rng(5))
+    np.testing.assert_array_equal(a.centers, b.centers)
+    # the stage-2 data asks "Where is" about the moved position: every answered centre is one of a moved scene's
+    plain = CurriculumData(2, objs, {}, None, steps=10, seed=0, mix_previous=0.0).batch(0, 8)
+    aug = CurriculumData(2, objs, {}, None, steps=10, seed=0, mix_previous=0.0, augment=True).batch(0, 8)
+    where = re.compile(r"\(([-\d.]+), ([-\d.]+), ([-\d.]+)\)")
+    coords = {tuple(map(float, where.search(a).groups())) for e in plain for _, a in e.turns if where.search(a)}
+    moved_coords = {tuple(map(float, where.search(a).groups())) for e in aug for _, a in e.turns if where.search(a)}
+    assert coords and moved_coords and not moved_coords <= coords

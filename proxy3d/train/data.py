@@ -268,6 +268,24 @@ def spatial_turns(o: SceneObjects, n: int, rng: np.random.Generator) -> list[tup
     return turns
 
 
+def augment_scene(o: SceneObjects, rng: np.random.Generator) -> SceneObjects:
+    """``o`` moved rigidly in the floor plane — rotated about z by a random angle around its objects' mean (x, y),
+    mirrored in x half the time — with a random subset of half to all of its objects (at least 2): object
+    positions, and so the answers to "Where is"/"How far"/"closest", never repeat across steps. Heights, sizes,
+    labels and ids are kept; pairwise distances are preserved. Stage 2 with ``augment`` (issue 8 note)."""
+    n = len(o.ids)
+    keep = np.sort(rng.choice(n, size=int(rng.integers(max(2, n // 2), n + 1)), replace=False)) if n > 2 else np.arange(n)
+    c = o.centers[keep].astype(np.float64)
+    mid = c[:, :2].mean(0)
+    th = rng.uniform(0.0, 2.0 * np.pi)
+    rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    xy = (c[:, :2] - mid) @ rot.T + mid
+    if rng.random() < 0.5:
+        xy[:, 0] = 2.0 * mid[0] - xy[:, 0]
+    centers = np.concatenate([xy, c[:, 2:]], 1).astype(o.centers.dtype)
+    return SceneObjects(o.scene_id, o.ids[keep], [o.labels[i] for i in keep], o.categories[keep], centers, o.sizes[keep])
+
+
 def nearest_other(centers: np.ndarray, i: int) -> int:
     d = np.linalg.norm(centers - centers[i], axis=1)
     d[i] = np.inf
@@ -282,7 +300,7 @@ class CurriculumData:
                  mix_previous: float = 0.3, turns: int = 8, max_objects: int = 40, rank: int = 0,
                  vocab_share: float = 0.0, simplified_share: float = 0.0,
                  simplified_tokens: tuple[int, int] = (0, 0), real_turns: int = 1, refer_share: float = 0.0,
-                 spatial_share: float = 0.0) -> None:
+                 spatial_share: float = 0.0, augment: bool = False) -> None:
         if not objects:
             raise ValueError("no training scenes in the object table (split=train); check the spacespan stage output")
         self.stage, self.objects, self.rows, self.steps, self.seed = stage, objects, rows, steps, seed
@@ -297,6 +315,7 @@ class CurriculumData:
         self.real_turns = int(real_turns)
         self.refer_share = float(refer_share)
         self.spatial_share = float(spatial_share)
+        self.augment = bool(augment)
         self.scene_ids = sorted(objects)
         self.pool = [(o, i) for s in self.scene_ids for o in [objects[s]] for i in range(len(o.ids))]
         self.max_objects = min(max_objects, len(self.pool), 100)
@@ -358,6 +377,8 @@ class CurriculumData:
 
     def stage2(self, rng: np.random.Generator, step: int) -> Example:
         o = self.objects[self.scene_ids[int(rng.integers(len(self.scene_ids)))]]
+        if self.augment:
+            o = augment_scene(o, rng)
         n = len(o.ids)
         ids = rng.choice(100, size=n, replace=False)
         order = rng.permutation(n)

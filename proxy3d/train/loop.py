@@ -127,7 +127,7 @@ def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
     data = CurriculumData(stage, objects.get("train", {}), {k: load_rows(paths.spacespan, k, "train")
                           for k in range(1, stage + 1)}, scene_inputs, sp.steps, tp.seed, sp.mix_previous,
                           sp.turns, sp.max_objects, rank, sp.vocab_share, sp.simplified_share,
-                          tuple(sp.simplified_tokens), sp.real_turns, sp.refer_share, sp.spatial_share)
+                          tuple(sp.simplified_tokens), sp.real_turns, sp.refer_share, sp.spatial_share, sp.augment)
     codec = TextCodec(tok, tt.proxy_token_id(tok))
     engine = ds.initialize(model, ds.ds_config(tp, sp, device), ds.param_groups(model, sp.lr, {"projector": sp.projector_lr_scale}))
     out_dir = stage_dir(paths.checkpoints, stage, blind)
