@@ -95,7 +95,7 @@ class ProxiesParams:
     kmeans_iters: int = 6  # Lloyd iterations: batched k-means inertia is within ~4% of 20 iterations (faiss at 20: ~4.5%)
     kmeans_backend: str = "batched"  # batched (all groups at once, numpy) | faiss (per group; GPU if faiss-gpu)
     # Lloyd iterations see at most this many points per cluster (an even sample along each group's Z-order curve;
-    # the rest are assigned in one pass after): denser patch grids cost one pass more, not 6. 0 = every point
+    # the rest are assigned in two passes after): denser patch grids cost two passes more, not 6. 0 = every point
     kmeans_sample: int = 64
     knn: int = 6  # neighbours in the BFS graph (and candidate centroids per point in batched k-means)
     seed: int = 0

@@ -34,8 +34,9 @@ def voxel_assign(points: np.ndarray, budget: int, iters: int = 40) -> tuple[np.n
     if N == 0 or budget == 0:
         return np.full(N, -1, dtype=np.int64), 0
     p = np.asarray(points, dtype=np.float64)
-    p = p - bounds(p)[0]
-    span = float(bounds(p)[1].max())
+    lo, hi = bounds(p)
+    p = p - lo
+    span = float((hi - lo).max())
 
     def cells(size: float) -> tuple[np.ndarray, int]:
         q = np.floor(p / size).astype(np.int64)

@@ -135,7 +135,7 @@ def _batched_kmeans(points: np.ndarray, group: np.ndarray, k: np.ndarray, iters:
     a, p = assign[ok].astype(np.int32), points[ok]
     xyz = _columns(p)
     for _ in range(iters):
-        new = search.nearest(xyz, a, cent)
+        new, _ = search.nearest(xyz, a, cent, search.table(cent))
         changed = int(np.count_nonzero(new != a))
         a = new
         cent = _centroids(p, a, K, cent)
@@ -146,9 +146,9 @@ def _batched_kmeans(points: np.ndarray, group: np.ndarray, k: np.ndarray, iters:
     if rest.size:  # the points the iterations skipped: the nearer of the candidates around the clusters of the
         # sampled points before and after them on the curve (from one side only, a curve jump between the point
         # and its anchor left 5% more inertia at 4x the patches than iterating on every point; from both, none)
-        xyz = _columns(points[rest])
-        a1, d1 = search.nearest(xyz, assign[before[rest]], cent, with_distance=True)
-        a2, d2 = search.nearest(xyz, assign[after[rest]], cent, with_distance=True)
+        xyz, table = _columns(points[rest]), search.table(cent)
+        a1, d1 = search.nearest(xyz, assign[before[rest]], cent, table)
+        a2, d2 = search.nearest(xyz, assign[after[rest]], cent, table)
         assign[rest] = np.where(d2 < d1, a2, a1)
     return assign
 
@@ -169,17 +169,23 @@ class _CandidateSearch:
         self.extent = float((hi - lo).max()) + 1.0
         self.lifted_axis = cluster_group.astype(np.float64) * 4.0 * self.extent
 
-    def nearest(self, xyz: tuple[np.ndarray, np.ndarray, np.ndarray], current: np.ndarray, cent: np.ndarray,
-                with_distance: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """(n,) int32 nearest cluster of n points (``_columns``) given their current clusters (n,) and centroids
-        (K, 3); with ``with_distance`` also the (n,) float32 squared distance to it."""
+    def table(self, cent: np.ndarray) -> np.ndarray:
+        """(K, m) int32 candidates of each cluster for centroids ``cent`` (K, 3): itself first, then its nearest
+        centroids of the same group (itself again where the group has fewer)."""
         K, m = cent.shape[0], self.m
         self_id = np.arange(K, dtype=np.int32)[:, None]
         lifted = np.concatenate([cent, self.lifted_axis[:, None]], axis=1)
         dist, nbr = cKDTree(lifted).query(lifted, k=m)
         nbr = np.where(dist.reshape(K, m) < 2.0 * self.extent, nbr.reshape(K, m), self_id).astype(np.int32)
         nbr[:, 0] = self_id[:, 0]  # own centroid first: ties keep the current cluster
-        cand = np.ascontiguousarray(nbr[current].T)  # (m, n): one contiguous row per candidate rank
+        return nbr
+
+    def nearest(self, xyz: tuple[np.ndarray, np.ndarray, np.ndarray], current: np.ndarray, cent: np.ndarray,
+                table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """((n,) int32 nearest cluster, (n,) float32 squared distance to it) of n points (``_columns``) among the
+        ``table`` (:meth:`table` of ``cent``) candidates of their current clusters (n,)."""
+        m = table.shape[1]
+        cand = np.ascontiguousarray(table[current].T)  # (m, n): one contiguous row per candidate rank
         px, py, pz = xyz
         cx, cy, cz = (np.ascontiguousarray(cent[:, d], dtype=np.float32) for d in range(3))
         best = np.full(px.size, np.inf, dtype=np.float32)
@@ -190,7 +196,7 @@ class _CandidateSearch:
             better = dist_r < best
             best = np.where(better, dist_r, best)
             new = np.where(better, c, new)
-        return (new, best) if with_distance else new
+        return new, best
 
 
 def _faiss_kmeans(points: np.ndarray, group: np.ndarray, k: np.ndarray, iters: int, seed: int,

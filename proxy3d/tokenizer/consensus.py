@@ -69,6 +69,8 @@ def vote_labels(points: np.ndarray, labels: np.ndarray, voxel: float = 0.05, kee
 
 def label_codes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(distinct labels ascending, (n,) code of each) for labels >= 0; a lookup table when labels are small."""
+    if labels.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     top = int(labels.max())
     if top < 4 * labels.size + 65536:
         present = np.bincount(labels, minlength=top + 1) > 0

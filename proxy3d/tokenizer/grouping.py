@@ -51,7 +51,7 @@ def group_patches(points: np.ndarray, labels: np.ndarray, background_voxel: floa
     N = labels.shape[0]
     index = np.empty(N, dtype=np.int64)
     lab = labels >= 0
-    obj_labels, obj_inv = label_codes(labels[lab]) if lab.any() else (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    obj_labels, obj_inv = label_codes(labels[lab])
     index[lab] = obj_inv
     bg = ~lab
     if bg.any():
