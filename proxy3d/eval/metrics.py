@@ -178,10 +178,15 @@ def answer_match(pred: str, gts: Sequence[str]) -> tuple[int, int]:
     return 0, 0
 
 
+def qa_em_items(preds: Sequence[str], answers: Sequence[Sequence[str]]) -> np.ndarray:
+    """(n, 2) per question: EM and refined EM after :func:`clean_answer` on both sides."""
+    pairs = [answer_match(clean_answer(p), [clean_answer(a) for a in gts]) for p, gts in zip(preds, answers, strict=True)]
+    return np.asarray(pairs, dtype=np.float64).reshape(-1, 2)
+
+
 def qa_em_scores(preds: Sequence[str], answers: Sequence[Sequence[str]]) -> dict[str, float]:
     """EM and refined EM (means over questions) after :func:`clean_answer` on both sides."""
-    pairs = [answer_match(clean_answer(p), [clean_answer(a) for a in gts]) for p, gts in zip(preds, answers, strict=True)]
-    arr = np.asarray(pairs, dtype=np.float64).reshape(-1, 2)
+    arr = qa_em_items(preds, answers)
     return {"em": float(arr[:, 0].mean()) if len(arr) else math.nan,
             "refined_em": float(arr[:, 1].mean()) if len(arr) else math.nan}
 

@@ -36,9 +36,8 @@ def _multi(items: Sequence[dict], preds: Sequence[str], boxes: Boxes) -> dict[st
 
 
 def _sqa(items: Sequence[dict], preds: Sequence[str], boxes: Boxes) -> dict[str, np.ndarray]:
-    answers = [[metrics.clean_answer(a) for a in tasks.answers_of(it)] for it in items]
-    em = [metrics.answer_match(metrics.clean_answer(tasks.strip_objects(p)), a)[0] for p, a in zip(preds, answers, strict=True)]
-    return {"em": np.asarray(em, dtype=np.float64)}
+    em = metrics.qa_em_items([tasks.strip_objects(p) for p in preds], [tasks.answers_of(it) for it in items])
+    return {"em": em[:, 0]}
 
 
 # benchmark -> per-item score columns (a stratum each is the whole benchmark)
