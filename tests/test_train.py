@@ -14,7 +14,7 @@ import torch
 from proxy3d.config import ModelParams, Params, StageParams, TrainParams
 from proxy3d.model import text_tokenizer as tt
 from proxy3d.model.build import create_model
-from proxy3d.model.inputs import TextCodec
+from proxy3d.model.inputs import TextCodec, prompt_text
 from proxy3d.tracking import NullTracker
 from proxy3d.train import engine as ds
 from proxy3d.train.data import CurriculumData, SceneObjects, load_objects, load_rows, row_turn
@@ -300,3 +300,19 @@ def test_stage2_augment_moves_scenes_rigidly_and_keeps_the_answers_consistent(to
     coords = {tuple(map(float, where.search(a).groups())) for e in plain for _, a in e.turns if where.search(a)}
     moved_coords = {tuple(map(float, where.search(a).groups())) for e in aug for _, a in e.turns if where.search(a)}
     assert coords and moved_coords and not moved_coords <= coords
+
+
+def test_rows_read_from_parquet_have_the_prompt_the_api_builds(tmp_path: Path) -> None:
+    """A null situation comes back from Parquet as NaN: training prompts once read "Situation: nan" while the
+    API (``situation=None``) left it out, so the deployed model saw a prompt format it was never trained on."""
+    rows = pd.DataFrame({"task": ["qa", "situated_qa"], "question": ["What is next to the lamp?", "Is the door left?"],
+                         "answers": [np.array(["couch"]), np.array(["left"])],
+                         "situation": [None, "I face the window."], "options": [None, None]})
+    rows.to_parquet(tmp_path / "rows.parquet")
+    back = pd.read_parquet(tmp_path / "rows.parquet")
+    assert back.situation.isna()[0]  # what pandas really returns for the null cell
+    trained = [row_turn(r)[0] for _, r in back.iterrows()]
+    served = [prompt_text(r["question"], r["situation"]) for r in back.to_dict("records")]
+    assert trained == served == ["Question: What is next to the lamp? Answer:",
+                                 "Situation: I face the window. Question: Is the door left? Answer:"]
+    assert prompt_text("Q?", float("nan")) == prompt_text("Q?", "  ") == prompt_text("Q?", None) == "Question: Q? Answer:"

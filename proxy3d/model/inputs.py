@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 IGNORE = -100
@@ -63,15 +64,26 @@ class Example:
     turns: list[tuple[str, str]] = field(default_factory=list)
 
 
-def prompt_text(question: str, situation: str | None = None, options: Sequence[str] | None = None) -> str:
-    """The text of one question (situation and options inline)."""
+def prompt_text(question: str, situation: Any = None, options: Sequence[str] | None = None) -> str:
+    """The text of one question (situation and options inline). A missing situation — None, empty, or the NaN
+    that pandas reads from a null Parquet cell (every non-SQA3D SpaceSpan row) — adds no "Situation:" part;
+    "Situation: nan" was once trained into every such prompt while the API's ``situation=None`` left it out."""
     parts = []
-    if situation:
+    situation = _present(situation)
+    if situation is not None:
         parts.append(f"Situation: {situation}")
     parts.append(f"Question: {question}")
     if options is not None and len(options):
         parts.append("Options: " + "; ".join(str(o) for o in options))
     return " ".join(parts) + " Answer:"
+
+
+def _present(value: Any) -> str | None:
+    """``value`` as stripped text, or None when it is missing (None, NaN/pandas NA, blank)."""
+    if value is None or (np.ndim(value) == 0 and pd.isna(value)):
+        return None
+    text = str(value).strip()
+    return text or None
 
 
 @dataclass
