@@ -205,3 +205,27 @@ def test_scene_query_bias_points_every_head_at_the_proxy_marker(tiny) -> None:
             seg, ub = b[h * hd : (h + 1) * hd], u[h * hd : (h + 1) * hd]
             assert float(seg.norm()) == pytest.approx(ModelParams().scene_query_bias, rel=1e-4)
             assert float(torch.nn.functional.cosine_similarity(seg, ub, dim=0)) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_batched_greedy_decoding_equals_one_item_at_a_time(tiny) -> None:
+    """Left padding (rows of other lengths: 0 to 9 proxies, short and long prompts) changes no row's answer."""
+    model, _, codec = tiny
+    torch.manual_seed(5)
+    with torch.no_grad():
+        model.refs.id_offset.add_(torch.randn_like(model.refs.id_offset))
+    scenes = [_scene(9, seed=1), SceneInput.empty(), _scene(2, seed=2), _scene(5, seed=3)]
+    prompts = ["What is <OBJ001>?", "Situation: I face the chair near the table. Question: Which? Answer:",
+               "Which object is the chair?", "What is the chair near the table?"]
+    b = codec.prompts(scenes, prompts)
+    assert (b.attention_mask == 0).any(1).sum() == 3  # all but the longest row are padded
+    together = model.generate_ids(b.input_ids, b.attention_mask, b.scenes, 6, eos_token_id=-1, pad_token_id=-1)
+    with torch.no_grad():
+        last = model.logits(b.input_ids, b.attention_mask, b.scenes)[:, -1]
+    alone = []
+    for i, (s, p) in enumerate(zip(scenes, prompts, strict=True)):
+        one = codec.prompts([s], [p])
+        alone += model.generate_ids(one.input_ids, one.attention_mask, one.scenes, 6, eos_token_id=-1, pad_token_id=-1)
+        with torch.no_grad():
+            torch.testing.assert_close(model.logits(one.input_ids, one.attention_mask, one.scenes)[0, -1], last[i],
+                                       rtol=1e-4, atol=1e-4)
+    assert together == alone
