@@ -236,6 +236,10 @@ class EvaluateParams:
     # paired-bootstrap resamples for the model-minus-baseline intervals in the report (0 = off): the default val
     # split has ~5 VSI-Bench items per question type, so most gaps there are noise
     bootstrap: int = 2000
+    # VSI-Bench numeric probe: up to this many templated questions per kind (counting, absolute distance, object
+    # size, room size) and val scene, from the object table, asked to the model, the blind model and the frequency
+    # baseline and bootstrapped like the benchmarks (0 = off); the val split itself has only 3-10 per type
+    spatial_probe: int = 40
 
 
 @dataclass

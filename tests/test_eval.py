@@ -188,7 +188,7 @@ def test_evaluate_stage_writes_metrics_report_and_plots(tiny_checkpoint, tmp_pat
     val = spacespan_partition(tmp_path / "spacespan", 4, "val")
     val.mkdir(parents=True)
     pd.DataFrame(ITEMS).to_parquet(val / "part-00000.parquet")
-    objs = pd.read_csv(BOXES)
+    objs = pd.read_csv(BOXES).assign(split="val")
     objs.to_parquet(tmp_path / "spacespan" / "objects.parquet")
     for sid in objs.scene_id.unique():
         save_proxies(_proxies(sid, 40), tmp_path / "proxies" / f"{sid}.safetensors")
@@ -205,6 +205,13 @@ def test_evaluate_stage_writes_metrics_report_and_plots(tiny_checkpoint, tmp_pat
     json.dumps(out, allow_nan=False)  # strict JSON: NaN became null
     assert "| blind | 0 |" in (tmp_path / "reports" / "eval.md").read_text()
     assert sorted(f.name for f in (tmp_path / "reports" / "eval").iterdir()) == ["per_task.png", "score_vs_tokens.png"]
+    # the VSI-Bench numeric probe: two chairs to count, the table's and the bed's size; model and blind, bootstrapped
+    assert out["vsi_probe"]["items"] == 3 and set(out["vsi_probe"]["variants"]) == {"semantic@700", "blind"}
+    rows = out["comparisons"]["semantic@700 vs blind"]
+    assert rows["vsi_probe.object_size_estimation_MRA"]["n_items"] == 2 and rows["vsi_probe.overall"]["n_items"] == 3
+    preds = json.loads((tmp_path / "reports" / "eval_predictions.json").read_text())
+    assert [r["id"] for r in preds["vsi_probe/blind"]] == ["probe/scene0000_00/counting/0", "probe/scene0000_00/size/0",
+                                                           "probe/scene0001_00/size/0"]
 
 
 def _many(n: int = 40) -> list[dict]:
@@ -262,3 +269,28 @@ def test_report_has_the_comparison_table(tmp_path, boxes):
     md = (tmp_path / "eval.md").read_text()
     assert "## Model vs baselines (paired bootstrap over items)" in md
     assert "| semantic@700 vs blind | scanrefer.acc@0.25 | 100.0 | 0.0 | **+100.0** | [+100.0, +100.0] | 10 |" in md
+
+
+def test_spatial_probe_asks_every_val_object_with_the_writers_answers() -> None:
+    """Templated VSI-Bench numeric questions: per scene and kind at most ``per_kind`` (seeded), answers from the
+    geometry (size in cm of the longest side, closest-point distance, counts), VSI question types for scoring."""
+    from proxy3d.eval.evaluate import spatial_probe_items
+    from proxy3d.train.data import SceneObjects
+
+    labels = ["floor", "chair", "chair", "table", "lamp", "bed"]
+    centers = np.array([[2, 2, 0], [1, 1, .5], [3, 1, .5], [2, 3, .5], [0.5, 3, 1], [4, 4, .5]], np.float32)
+    sizes = np.array([[4, 5, .1], [.5, .5, 1], [.5, .5, 1], [2, 1, .8], [.3, .3, 1.7], [2, 1.5, .6]], np.float32)
+    o = SceneObjects("scene0005_00", np.arange(6), labels, np.arange(6), centers, sizes)
+    items = spatial_probe_items({"scene0005_00": o}, per_kind=2, seed=0)
+    kinds = [it["question_type"] for it in items]
+    assert kinds.count("object_counting") == 1 and kinds.count("room_size_estimation") == 1
+    assert kinds.count("object_size_estimation") == 2 and kinds.count("object_abs_distance") == 2  # capped at 2
+    assert len({it["id"] for it in items}) == len(items) and all(it["task"] == "spatial_num" for it in items)
+    by = {it["question_type"]: it for it in items}
+    assert by["object_counting"]["answers"] == ["2"] and "chair" in by["object_counting"]["question"]
+    assert by["room_size_estimation"]["answers"] == ["20.0"]
+    size = {"table": "200", "lamp": "170", "bed": "200"}
+    assert all(it["answers"] == [size[next(k for k in size if k in it["question"])]]
+               for it in items if it["question_type"] == "object_size_estimation")
+    assert items == spatial_probe_items({"scene0005_00": o}, per_kind=2, seed=0)
+    assert len(spatial_probe_items({"scene0005_00": o}, per_kind=50, seed=0)) == 1 + 1 + 3 + 3  # all of them

@@ -207,3 +207,28 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
                 if isinstance(val, (int, float)) and math.isfinite(val):
                     out[f"{name}.{bench}.{k}".replace("@", "_at_")] = float(val)
     return out
+
+
+# the numeric kinds of ``train.data.spatial_pool`` -> VSI-Bench question types (scored with MRA)
+PROBE_TYPES = {"counting": "object_counting", "abs_distance": "object_abs_distance", "size": "object_size_estimation",
+               "room_size": "room_size_estimation"}
+
+
+def spatial_probe_items(objects: dict[str, Any], per_kind: int, seed: int) -> list[dict]:
+    """Templated VSI-Bench numeric questions about the val scenes' objects (``objects``: scene id ->
+    ``train.data.SceneObjects``): up to ``per_kind`` of each kind per scene (a seeded sample), as SpaceSpan-shaped
+    rows (task ``spatial_num``, the VSI-Bench ``question_type``, one answer). The question texts and answers come
+    from the annotation writer's own templates and geometry (``train.data.spatial_pool``), so they are the
+    synthetic VSI-Bench items over every object instead of a few per scene."""
+    from proxy3d.train.data import spatial_pool
+
+    out: list[dict] = []
+    for i, sid in enumerate(sorted(objects)):
+        rng = np.random.default_rng([seed, i])
+        pool = spatial_pool(objects[sid], 0, rng)
+        for kind, qtype in PROBE_TYPES.items():
+            qs = pool[kind]
+            pick = sorted(rng.choice(len(qs), size=min(per_kind, len(qs)), replace=False)) if qs else []
+            out += [{"id": f"probe/{sid}/{kind}/{j}", "task": "spatial_num", "question_type": qtype, "scene_id": sid,
+                     "question": qs[j][0], "situation": None, "options": None, "answers": [qs[j][2]]} for j in pick]
+    return out

@@ -85,7 +85,10 @@ def markdown(results: dict[str, Any], command: str = "dvc repro evaluate",
         out += ["## Model vs baselines (paired bootstrap over items)", "",
                 "Difference = model - baseline on the same items (×100), with a 95% percentile interval from "
                 "resampling the items (within each VSI-Bench question type); a **bold** difference: its interval excludes 0. "
-                "ScanQA and Scan2Cap (corpus metrics) are not resampled. See `proxy3d/eval/significance.py`.", "",
+                "ScanQA and Scan2Cap (corpus metrics) are not resampled. See `proxy3d/eval/significance.py`. "
+                "`vsi_probe.*` rows: the VSI-Bench numeric probe (`evaluate.spatial_probe`), templated VSI-Bench "
+                "questions about every val object (counting, absolute distance, object size, room size; the "
+                "annotation writer's templates and geometry), not val-split items.", "",
                 *_comparison_table(comparisons), ""]
     out += ["Plots: `eval/score_vs_tokens.png` (headline score per benchmark vs visual tokens), "
             "`eval/per_task.png` (headline score per benchmark and method).", ""]

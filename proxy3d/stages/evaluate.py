@@ -65,21 +65,60 @@ def run(p: EvaluateParams, pp: ProxiesParams, ckpt_dir: Path, spacespan_dir: Pat
             raise FileNotFoundError(f"{blind_ckpt_dir}: no blind-trained model for the blind baseline; run `dvc repro "
                                     "train_blind` (proxy3d train --stage 4 --blind) or drop blind from evaluate.baselines")
         blind = model_generate_fn(Path(blind_ckpt_dir), device, p.batch_size)
-    results, texts = evaluate(items, boxes, variants, model_generate_fn(Path(ckpt_dir), device, p.batch_size),
-                              SceneInputs(proxies_dir, triplets_dir, pp), p.batch_size, p.max_new_tokens,
+    generate, scenes = model_generate_fn(Path(ckpt_dir), device, p.batch_size), SceneInputs(proxies_dir, triplets_dir, pp)
+    results, texts = evaluate(items, boxes, variants, generate, scenes, p.batch_size, p.max_new_tokens,
                               seed=p.seed, meteor=p.meteor, train_items=train, blind_generate=blind)
     model = f"{pp.method}@{pp.budget}"  # against every baseline (not against itself at other budgets)
     others = [v.name for v in variants if v.blind or v.kind != "model" or v.method != pp.method]
     comparisons = compare(items, texts, model, others, boxes, p.bootstrap, p.seed,
                           {"frequency": FREQUENCY_TASKS, "random_object": GROUNDING_TASKS})
+    probe: dict = {}
+    if p.spatial_probe > 0:
+        probe, probe_texts = _spatial_probe(p, Path(spacespan_dir), variants, model, generate, scenes, blind, train)
+        texts.update({f"vsi_probe/{name}": t for name, t in probe_texts.items()})
+        for name, rows in compare(probe["items"], probe_texts, model, [n for n in probe_texts if n != model], boxes,
+                                  p.bootstrap, p.seed).items():
+            comparisons.setdefault(name, {}).update({k.replace("vsibench.", "vsi_probe.", 1): r for k, r in rows.items()})
     paths = write_report(results, md_path, plots_dir, comparisons=comparisons)
     if predictions_path is not None:
-        write_json(predictions_path, {name: [{"id": str(it["id"]), "task": it["task"], "prediction": t}
-                                             for it, t in zip(items, ts, strict=True)] for name, ts in texts.items()})
-    tracker.log_metrics({**flat_metrics(results), **comparison_metrics(comparisons)})
+        write_json(predictions_path, {name: [{"id": str(it["id"]), "task": it["task"], "prediction": t} for it, t in
+                                             zip(probe["items"] if name.startswith("vsi_probe/") else items, ts, strict=True)]
+                                      for name, ts in texts.items()})
+    tracker.log_metrics({**flat_metrics(results), **comparison_metrics(comparisons), **_probe_metrics(probe)})
     for path in paths:
         tracker.log_artifact(path, "reports")
-    return {"items": len(items), "variants": _clean(results), "comparisons": _clean(comparisons)}
+    out = {"items": len(items), "variants": _clean(results), "comparisons": _clean(comparisons)}
+    if probe:
+        out["vsi_probe"] = {"items": len(probe["items"]), "variants": _clean(probe["variants"])}
+    return out
+
+
+def _spatial_probe(p: EvaluateParams, spacespan_dir: Path, variants: list, model: str, generate, scenes: SceneInputs,
+                   blind, train: list[dict]) -> tuple[dict, dict[str, list[str]]]:
+    """The VSI-Bench numeric probe (``evaluate.spatial_probe``): templated questions about every val object, asked
+    to the model (default proxies), the blind model and the frequency baseline. Returns ({"items", "variants":
+    {name: vsibench metrics}}, {name: texts})."""
+    from proxy3d.eval.evaluate import spatial_probe_items
+    from proxy3d.train.data import load_objects
+
+    val = load_objects(spacespan_dir / "objects.parquet").get("val", {})
+    items = spatial_probe_items(val, p.spatial_probe, p.seed)
+    keep = [v for v in variants if v.name == model or v.blind or (v.kind == "frequency" and train)]
+    if not items:
+        log.warning("VSI-Bench numeric probe: no val scene in %s has a question to ask", spacespan_dir / "objects.parquet")
+        return {"items": [], "variants": {}}, {}
+    log.info("VSI-Bench numeric probe: %d templated questions on %d val scenes, variants %s", len(items), len(val),
+             [v.name for v in keep])
+    res, texts = evaluate(items, load_gt_boxes(spacespan_dir / "objects.parquet", set(val)), keep, generate, scenes,
+                          p.batch_size, p.max_new_tokens, seed=p.seed, meteor=False, train_items=train,
+                          blind_generate=blind)
+    return {"items": items, "variants": {n: r["benchmarks"].get("vsibench", {}) for n, r in res.items()}}, texts
+
+
+def _probe_metrics(probe: dict) -> dict[str, float]:
+    """``vsi_probe.<variant>.<metric>`` -> value, for MLflow."""
+    return {f"vsi_probe.{name}.{m}".replace("@", "_at_"): float(v) for name, ms in probe.get("variants", {}).items()
+            for m, v in ms.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -231,10 +231,25 @@ def _aabb(o: SceneObjects, k: int) -> np.ndarray:
 
 
 def spatial_turns(o: SceneObjects, n: int, rng: np.random.Generator) -> list[tuple[str, str]]:
-    """Up to ``n`` templated VSI-Bench questions about ``o`` (each kind equally likely, none repeated): object
-    counting (labels with >= 2 objects), absolute distance between the closest points of two uniquely labelled
-    objects, the longest side of a uniquely labelled object in cm, the room's floor area, and the multiple-choice
-    relative distance (which of 4 is closest) and relative direction (left or right)."""
+    """Up to ``n`` templated VSI-Bench questions about ``o`` (each kind equally likely, none repeated) from
+    :func:`spatial_pool`."""
+    pool = spatial_pool(o, n, rng)
+    turns: list[tuple[str, str]] = []
+    for _ in range(n):
+        kinds = [k for k in SPATIAL_KINDS if pool[k]]
+        if not kinds:
+            break
+        items = pool[kinds[int(rng.integers(len(kinds)))]]
+        q, opts, a = items.pop(int(rng.integers(len(items))))
+        turns.append((prompt_text(q, None, opts), a))
+    return turns
+
+
+def spatial_pool(o: SceneObjects, n: int, rng: np.random.Generator) -> dict[str, list[Question]]:
+    """Every templated VSI-Bench question about ``o`` by kind (``SPATIAL_KINDS``): object counting (labels with >= 2
+    objects), absolute distance between the closest points of two uniquely labelled objects, the longest side of a
+    uniquely labelled object in cm, the room's floor area, and ``n`` random multiple-choice relative distance
+    (which of 4 is closest) and relative direction (left or right) items."""
     asked = [k for k, lab in enumerate(o.labels) if lab not in NOT_ASKED]
     counts = pd.Series([o.labels[k] for k in asked], dtype=object).value_counts()
     unique = [k for k in asked if counts[o.labels[k]] == 1]
@@ -257,15 +272,7 @@ def spatial_turns(o: SceneObjects, n: int, rng: np.random.Generator) -> list[tup
             pool["rel_distance"].append(q)
     for _ in range(n if len(unique) >= 3 else 0):
         pool["rel_direction"].append(rel_direction_item(o, *(unique[i] for i in rng.permutation(len(unique))[:3])))
-    turns: list[tuple[str, str]] = []
-    for _ in range(n):
-        kinds = [k for k in SPATIAL_KINDS if pool[k]]
-        if not kinds:
-            break
-        items = pool[kinds[int(rng.integers(len(kinds)))]]
-        q, opts, a = items.pop(int(rng.integers(len(items))))
-        turns.append((prompt_text(q, None, opts), a))
-    return turns
+    return pool
 
 
 def augment_scene(o: SceneObjects, rng: np.random.Generator) -> SceneObjects:
