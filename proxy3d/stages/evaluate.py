@@ -1,7 +1,8 @@
 """Stage ``evaluate``: the stage-4 model and its baselines on the val split of every task.
 
-Writes ``metrics/eval.json`` (per variant and benchmark), ``reports/eval.md`` (tables like the paper's
-Tables 2-4), ``reports/eval/*.png`` and the generated texts ``reports/eval_predictions.json``.
+Writes ``metrics/eval.json`` (per variant and benchmark, the bootstrap ``comparisons`` and the ``vsi_probe``),
+``reports/eval.md`` (tables like the paper's Tables 2-4 and the model-vs-baseline intervals), ``reports/eval/*.png``
+and the generated texts ``reports/eval_predictions.json`` (probe answers under ``vsi_probe/<variant>``).
 """
 
 from __future__ import annotations
@@ -124,7 +125,9 @@ def _probe_metrics(probe: dict) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = stage_parser(
         "evaluate", "Evaluate the stage-4 model on the val split of every task (batched greedy generation), "
-        "with baselines (blind, random object, global k-means proxies) and token budgets in one table.",
+        "with baselines (blind, random object, frequency, global k-means proxies) and token budgets in one table, "
+        "paired-bootstrap intervals against each baseline (evaluate.bootstrap) and a VSI-Bench numeric probe "
+        "on every val object (evaluate.spatial_probe).",
         "sections 'evaluate:', 'proxies:'", Path("metrics/eval.json"), "evaluate.max_items_per_task=50")
     ap.add_argument("--checkpoint", type=Path, default=Path("artifacts/checkpoints/stage4"), help="stage-4 model dir")
     ap.add_argument("--blind-checkpoint", type=Path, default=Path("artifacts/checkpoints/stage4_blind"),
