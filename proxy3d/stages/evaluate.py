@@ -73,53 +73,51 @@ def run(p: EvaluateParams, pp: ProxiesParams, ckpt_dir: Path, spacespan_dir: Pat
     others = [v.name for v in variants if v.blind or v.kind != "model" or v.method != pp.method]
     comparisons = compare(items, texts, model, others, boxes, p.bootstrap, p.seed,
                           {"frequency": FREQUENCY_TASKS, "random_object": GROUNDING_TASKS})
-    probe: dict = {}
+    probe_items, probe_results, probe_texts = [], {}, {}
     if p.spatial_probe > 0:
-        probe, probe_texts = _spatial_probe(p, Path(spacespan_dir), variants, model, generate, scenes, blind, train)
-        texts.update({f"vsi_probe/{name}": t for name, t in probe_texts.items()})
-        for name, rows in compare(probe["items"], probe_texts, model, [n for n in probe_texts if n != model], boxes,
+        probe_items, probe_results, probe_texts = _spatial_probe(p, Path(spacespan_dir), variants, model, generate,
+                                                                 scenes, boxes, blind, train)
+        for name, rows in compare(probe_items, probe_texts, model, [n for n in probe_texts if n != model], boxes,
                                   p.bootstrap, p.seed).items():
             comparisons.setdefault(name, {}).update({k.replace("vsibench.", "vsi_probe.", 1): r for k, r in rows.items()})
     paths = write_report(results, md_path, plots_dir, comparisons=comparisons)
     if predictions_path is not None:
-        write_json(predictions_path, {name: [{"id": str(it["id"]), "task": it["task"], "prediction": t} for it, t in
-                                             zip(probe["items"] if name.startswith("vsi_probe/") else items, ts, strict=True)]
-                                      for name, ts in texts.items()})
-    tracker.log_metrics({**flat_metrics(results), **comparison_metrics(comparisons), **_probe_metrics(probe)})
+        answered = ((items, texts, ""), (probe_items, probe_texts, "vsi_probe/"))
+        write_json(predictions_path, {prefix + name: [{"id": str(it["id"]), "task": it["task"], "prediction": t}
+                                                      for it, t in zip(its, ts, strict=True)]
+                                      for its, by_name, prefix in answered for name, ts in by_name.items()})
+    tracker.log_metrics({**flat_metrics(results), **comparison_metrics(comparisons),
+                         **{f"vsi_probe.{k}": v for k, v in flat_metrics(probe_results).items()}})
     for path in paths:
         tracker.log_artifact(path, "reports")
     out = {"items": len(items), "variants": _clean(results), "comparisons": _clean(comparisons)}
-    if probe:
-        out["vsi_probe"] = {"items": len(probe["items"]), "variants": _clean(probe["variants"])}
+    if p.spatial_probe > 0:
+        out["vsi_probe"] = {"items": len(probe_items), "variants": _clean(
+            {name: r["benchmarks"].get("vsibench", {}) for name, r in probe_results.items()})}
     return out
 
 
 def _spatial_probe(p: EvaluateParams, spacespan_dir: Path, variants: list, model: str, generate, scenes: SceneInputs,
-                   blind, train: list[dict]) -> tuple[dict, dict[str, list[str]]]:
+                   boxes, blind, train: list[dict]) -> tuple[list[dict], dict, dict[str, list[str]]]:
     """The VSI-Bench numeric probe (``evaluate.spatial_probe``): templated questions about every val object, asked
-    to the model (default proxies), the blind model and the frequency baseline. Returns ({"items", "variants":
-    {name: vsibench metrics}}, {name: texts})."""
+    to the model (default proxies), the blind model and the frequency baseline. Returns (items, results and texts
+    per variant as :func:`evaluate` gives them)."""
     from proxy3d.eval.evaluate import spatial_probe_items
     from proxy3d.train.data import load_objects
 
-    val = load_objects(spacespan_dir / "objects.parquet").get("val", {})
+    table = spacespan_dir / "objects.parquet"
+    val = load_objects(table).get("val", {})
     items = spatial_probe_items(val, p.spatial_probe, p.seed)
     keep = [v for v in variants if v.name == model or v.blind or (v.kind == "frequency" and train)]
     if not items:
-        log.warning("VSI-Bench numeric probe: no val scene in %s has a question to ask", spacespan_dir / "objects.parquet")
-        return {"items": [], "variants": {}}, {}
+        log.warning("VSI-Bench numeric probe: no val scene in %s has a question to ask", table)
+        return [], {}, {}
     log.info("VSI-Bench numeric probe: %d templated questions on %d val scenes, variants %s", len(items), len(val),
              [v.name for v in keep])
-    res, texts = evaluate(items, load_gt_boxes(spacespan_dir / "objects.parquet", set(val)), keep, generate, scenes,
-                          p.batch_size, p.max_new_tokens, seed=p.seed, meteor=False, train_items=train,
-                          blind_generate=blind)
-    return {"items": items, "variants": {n: r["benchmarks"].get("vsibench", {}) for n, r in res.items()}}, texts
-
-
-def _probe_metrics(probe: dict) -> dict[str, float]:
-    """``vsi_probe.<variant>.<metric>`` -> value, for MLflow."""
-    return {f"vsi_probe.{name}.{m}".replace("@", "_at_"): float(v) for name, ms in probe.get("variants", {}).items()
-            for m, v in ms.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    # numeric VSI-Bench items are scored from the answer text alone: ``boxes`` is passed through, never read
+    res, texts = evaluate(items, boxes, keep, generate, scenes, p.batch_size, p.max_new_tokens, seed=p.seed,
+                          meteor=False, train_items=train, blind_generate=blind)
+    return items, res, texts
 
 
 def main(argv: list[str] | None = None) -> int:
