@@ -123,7 +123,9 @@ class _Builder:
         x, y, h = self.room
         s = catalog.STRUCTURE
         floor_c, wall_c = self.pick(s["floor"][0]), self.pick(s["wall"][0])
-        self.add("floor", np.array([-0.1, -0.1, -0.05]), np.array([x + 0.1, y + 0.1, 0.0]), floor_c,
+        # the floor is the room's inner area (as a ScanNet floor segment is), not the slab under the walls too:
+        # its box is what the curriculum's templated "size of this room" answers read (train.data.spatial_pool)
+        self.add("floor", np.array([0.0, 0.0, -0.05]), np.array([x, y, 0.0]), floor_c,
                  s["floor"][1], support=-1, structural=True)
         for lo, hi in (([-0.1, -0.1, 0], [0, y + 0.1, h]), ([x, -0.1, 0], [x + 0.1, y + 0.1, h]),
                        ([0, -0.1, 0], [x, 0, h]), ([0, y, 0], [x, y + 0.1, h])):
