@@ -133,8 +133,8 @@ def test_curriculum_spatial_questions_are_the_vsibench_ones(written):
     for s in SCENES:
         objs = sorted(s.objects, key=lambda o: o.object_id)
         table = SceneObjects(s.scene_id, np.array([o.object_id for o in objs]), [o.label for o in objs],
-                             np.array([o.category for o in objs]), np.array([o.aabb[:3] for o in objs], np.float32),
-                             np.array([o.aabb[3:] for o in objs], np.float32))
+                             np.array([o.category for o in objs]), np.array([o.aabb[:3] for o in objs]),
+                             np.array([o.aabb[3:] for o in objs]))
         asked = dict(spatial_turns(table, 10_000, np.random.default_rng(0)))
         for r in (r for r in rows if r["scene_name"] == s.scene_id):
             assert asked.get(prompt_text(r["question"])) == r["ground_truth"], r

@@ -316,3 +316,18 @@ def test_rows_read_from_parquet_have_the_prompt_the_api_builds(tmp_path: Path) -
     assert trained == served == ["Question: What is next to the lamp? Answer:",
                                  "Situation: I face the window. Question: Is the door left? Answer:"]
     assert prompt_text("Q?", float("nan")) == prompt_text("Q?", "  ") == prompt_text("Q?", None) == "Question: Q? Answer:"
+
+
+def test_templated_coordinates_round_the_object_table_values_as_spacespan_does(tmp_path: Path) -> None:
+    """``load_objects`` keeps the table's float64: a centre stored as 5.174999978898377 is "5.17" in SpaceSpan's
+    coordinate rows, and was "5.18" in the templated "Where is" answer once it had been cast to float32 (29 of
+    the default data's 293 objects had two answers to one question)."""
+    from proxy3d.train.data import where_is
+
+    x = 5.174999978898377
+    row = dict(scene_id="scene0000_00", object_id=1, label="chair", category=2, center_x=x, center_y=1.23,
+               center_z=0.4, size_x=0.5, size_y=0.5, size_z=0.9, split="train")
+    pd.DataFrame([row]).to_parquet(tmp_path / "objects.parquet")
+    o = load_objects(tmp_path / "objects.parquet")["train"]["scene0000_00"]
+    assert where_is(1, o.centers[0])[1] == f"<OBJ001> ({x:.2f}, 1.23, 0.40)" == "<OBJ001> (5.17, 1.23, 0.40)"
+    assert o.scene_input().centers.dtype == np.float32  # the model still gets float32

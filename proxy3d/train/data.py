@@ -108,8 +108,8 @@ def load_objects(path: Path) -> dict[str, dict[str, SceneObjects]]:
     for (split, sid), g in df.sort_values(["scene_id", "object_id"]).groupby(["split", "scene_id"], sort=True):
         out.setdefault(str(split), {})[str(sid)] = SceneObjects(
             str(sid), g["object_id"].to_numpy(np.int64), [str(x) for x in g["label"]],
-            g["category"].to_numpy(np.int64), g[["center_x", "center_y", "center_z"]].to_numpy(np.float32),
-            g[["size_x", "size_y", "size_z"]].to_numpy(np.float32))
+            g["category"].to_numpy(np.int64), g[["center_x", "center_y", "center_z"]].to_numpy(np.float64),
+            g[["size_x", "size_y", "size_z"]].to_numpy(np.float64))
     return out
 
 
