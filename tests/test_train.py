@@ -318,6 +318,29 @@ def test_rows_read_from_parquet_have_the_prompt_the_api_builds(tmp_path: Path) -
     assert prompt_text("Q?", float("nan")) == prompt_text("Q?", "  ") == prompt_text("Q?", None) == "Question: Q? Answer:"
 
 
+def test_options_are_normalised_in_one_place_for_training_rows_and_api_items(tmp_path: Path) -> None:
+    """``prompt_text`` normalises options itself: training rows (Parquet arrays, None) and API items (lists, or
+    the NaN that ``pd.read_json`` gives a record without options, which used to raise TypeError) get one prompt;
+    a single string, once split into characters by the API and dropped by training, is refused."""
+    rows = pd.DataFrame({"task": ["spatial_mc", "qa"], "question": ["Left or right?", "What color?"],
+                         "answers": [np.array(["A"]), np.array(["red"])], "situation": [None, None],
+                         "options": [np.array(["A. left", "B. right"]), None]})
+    rows.to_parquet(tmp_path / "rows.parquet")
+    back = pd.read_parquet(tmp_path / "rows.parquet")
+    trained = [row_turn(r)[0] for _, r in back.iterrows()]
+    assert trained == [prompt_text("Left or right?", None, ["A. left", "B. right"]), prompt_text("What color?")]
+    assert trained[0] == "Question: Left or right? Options: A. left; B. right Answer:"
+    (tmp_path / "items.jsonl").write_text('{"question": "What color?"}\n{"question": "L?", "options": ["A. l"]}\n')
+    items = pd.read_json(tmp_path / "items.jsonl", lines=True).to_dict("records")
+    assert pd.isna(items[0]["options"])
+    assert [prompt_text(it["question"], it.get("situation"), it.get("options")) for it in items] == [
+        "Question: What color? Answer:", "Question: L? Options: A. l Answer:"]
+    for missing in (None, float("nan"), "", [], np.array([])):
+        assert prompt_text("Q?", None, missing) == "Question: Q? Answer:"
+    with pytest.raises(ValueError, match=r"options='A. left; B. right' is one string; give a list"):
+        prompt_text("Q?", None, "A. left; B. right")
+
+
 def test_templated_coordinates_round_the_object_table_values_as_spacespan_does(tmp_path: Path) -> None:
     """``load_objects`` keeps the table's float64: a centre stored as 5.174999978898377 is "5.17" in SpaceSpan's
     coordinate rows, and was "5.18" in the templated "Where is" answer once it had been cast to float32 (29 of

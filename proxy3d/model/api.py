@@ -63,8 +63,7 @@ class Bundle:
                           scene_inputs: Mapping[str, SceneInput] | Sequence[SceneInput],
                           max_new_tokens: int = 24) -> list[tuple[str, list[int]]]:
         scenes = self._scenes(items, scene_inputs)
-        prompts = [prompt_text(str(it["question"]), it.get("situation"),
-                               list(it["options"]) if it.get("options") is not None else None) for it in items]
+        prompts = [prompt_text(str(it["question"]), it.get("situation"), it.get("options")) for it in items]
         out: list[tuple[str, list[int]]] = []
         dev = self.model.device
         for i in range(0, len(items), self.batch_size):

@@ -64,26 +64,43 @@ class Example:
     turns: list[tuple[str, str]] = field(default_factory=list)
 
 
-def prompt_text(question: str, situation: Any = None, options: Sequence[str] | None = None) -> str:
+def prompt_text(question: str, situation: Any = None, options: Any = None) -> str:
     """The text of one question (situation and options inline). A missing situation — None, empty, or the NaN
     that pandas reads from a null Parquet cell (every non-SQA3D SpaceSpan row) — adds no "Situation:" part;
-    "Situation: nan" was once trained into every such prompt while the API's ``situation=None`` left it out."""
+    "Situation: nan" was once trained into every such prompt while the API's ``situation=None`` left it out.
+    ``options`` (:func:`option_list`) is normalised here too, so training rows and API items with the same
+    values get the same prompt."""
     parts = []
-    situation = _present(situation)
+    situation = text_or_none(situation)
     if situation is not None:
         parts.append(f"Situation: {situation}")
     parts.append(f"Question: {question}")
-    if options is not None and len(options):
-        parts.append("Options: " + "; ".join(str(o) for o in options))
+    opts = option_list(options)
+    if opts:
+        parts.append("Options: " + "; ".join(opts))
     return " ".join(parts) + " Answer:"
 
 
-def _present(value: Any) -> str | None:
+def text_or_none(value: Any) -> str | None:
     """``value`` as stripped text, or None when it is missing (None, NaN/pandas NA, blank)."""
     if value is None or (np.ndim(value) == 0 and pd.isna(value)):
         return None
     text = str(value).strip()
     return text or None
+
+
+def option_list(value: Any) -> list[str] | None:
+    """Multiple-choice options as a list of strings, or None when missing (None, NaN, blank, empty). A list,
+    tuple or array (Parquet list cells come back as numpy arrays) is taken as is; a single string is refused,
+    since splitting it into characters (or dropping it) would silently change the question."""
+    if value is None or (np.ndim(value) == 0 and not isinstance(value, str) and pd.isna(value)):
+        return None
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        raise ValueError(f"options={value[:60]!r} is one string; give a list of options such as "
+                         "['A. chair', 'B. table'] (SpaceSpan's options column is a list of strings)")
+    return [str(o) for o in value] or None
 
 
 @dataclass

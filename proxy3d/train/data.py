@@ -152,9 +152,7 @@ def row_turn(row: pd.Series, objects: SceneObjects | None = None) -> tuple[str, 
         where = np.flatnonzero(objects.ids == int(targets[0]))
         if len(where):
             answer = f"{objects.labels[int(where[0])]} {answer}"
-    options = row.get("options")
-    return prompt_text(str(row["question"]), row.get("situation"),
-                       list(options) if options is not None and not isinstance(options, str) else None), answer
+    return prompt_text(str(row["question"]), row.get("situation"), row.get("options")), answer
 
 
 def _fmt(v: float) -> str:
