@@ -114,6 +114,10 @@ def test_frequency_baseline_answers_the_train_prior_per_question_type(boxes):
              {"task": "qa", "question_type": None}, {"task": "spatial_mc", "question_type": "object_rel_direction"},
              {"task": "grounding", "question_type": None}]
     assert frequency_predictions(items, train) == ["30.5", "2.5", "4", "white", "A", ""]
+    # a missing question type read back from Parquet is NaN: the same group as None, not a type called "nan"
+    mixed = [{"task": "qa", "question_type": float("nan"), "answers": ["one"]},
+             {"task": "qa", "question_type": None, "answers": ["two"]}, {"task": "qa", "question_type": None, "answers": ["two"]}]
+    assert frequency_predictions([{"task": "qa", "question_type": float("nan")}], mixed) == ["two"]
     v = Variant("frequency", kind="frequency", budget=0)
     results, texts = evaluate(ITEMS, boxes, [v], None, None, batch_size=4, max_new_tokens=8, meteor=False,
                               train_items=ITEMS)

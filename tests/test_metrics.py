@@ -114,7 +114,32 @@ def test_caption_metrics_equal_pycocoevalcap():
     assert corpus["rouge_l"] == pytest.approx(rouge)
     assert items["cider"] == pytest.approx(cider_items)
     assert items["cider"][1] == 0.0  # empty caption
-    # Scan2Cap@0.5: a missed object (IoU < 0.5) is an empty caption, averaged over all GT objects
+    # Scan2Cap@0.5: a missed object is an empty caption, averaged over all GT objects; a box matches when its IoU
+    # is strictly above 0.5 (Scan2Cap's feed_scene_cap keeps ious > min_iou), so "d" at exactly 0.5 is missed
     s2c = scan2cap_scores(gts, res, {"a": 0.9, "b": 0.9, "c": 0.4, "d": 0.5}, meteor=False)
-    assert s2c["cider@0.5"] == pytest.approx((cider_items[0] + cider_items[1] + cider_items[3]) / 4)
+    assert s2c["cider@0.5"] == pytest.approx((cider_items[0] + cider_items[1]) / 4)
+    assert s2c["recall@0.5"] == 0.5
+    s2c = scan2cap_scores(gts, res, {"a": 0.9, "b": 0.9, "c": 0.4, "d": 0.5 + 1e-9}, meteor=False)
     assert s2c["recall@0.5"] == 0.75
+
+
+def test_scanrefer_iou_adds_scanrefers_epsilon_to_the_union():
+    gt, half = [0, 0, 0, 1, 1, 1], [0, 0, -0.25, 1, 1, 0.5]  # IoU exactly 0.5
+    assert M.box3d_iou(half, gt) == 0.5
+    assert M.box3d_iou(half, gt, M.SCANREFER_IOU_EPS) < 0.5
+    assert M.scanrefer_scores([M.box3d_iou(half, gt, M.SCANREFER_IOU_EPS)], [0])["acc@0.5"] == 0.0
+
+
+def test_multi3drefer_named_objects_without_a_box_still_count_as_predictions():
+    """M3DRef-CLIP's evaluator counts every predicted box: an identifier the scene lacks is a false positive."""
+    from proxy3d.eval.tasks import multi3drefer_f1s
+
+    boxes = {"s": {0: ("chair", np.array([0, 0, 0, 1, 1, 1.0])), 1: ("table", np.array([3, 3, 0, 1, 1, 1.0]))}}
+    items = [{"scene_id": "s", "target_object_ids": [], "question_type": "zt_w_d"},
+             {"scene_id": "s", "target_object_ids": [0], "question_type": "st_w_d"},
+             {"scene_id": "s", "target_object_ids": [0, 7], "question_type": "mt"}]
+    f1s, types = multi3drefer_f1s(items, ["<OBJ099>", "<OBJ000> <OBJ099>", "<OBJ000>"], boxes)
+    assert f1s[0] == (0.0, 0.0)  # zero-target answered with an unknown object: wrong (was 1.0)
+    assert f1s[1] == pytest.approx((2 / 3, 2 / 3))  # 1 TP of 2 predictions, 1 target (was 1.0)
+    assert f1s[2] == pytest.approx((2 / 3, 2 / 3))  # target 7 has no box: still a target (was 1.0)
+    assert types == ["zt_w_d", "st_w_d", "mt"]

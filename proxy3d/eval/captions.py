@@ -1,9 +1,13 @@
 """Caption metrics with pycocoevalcap (the code ScanQA, Scan2Cap and LEO use): BLEU-1..4, METEOR, ROUGE-L,
 CIDEr on PTB-tokenized text. METEOR and the PTB tokenizer run Java (``java`` must be on PATH).
 
-Scan2Cap@0.5: every GT object is one caption item; its candidate is the caption of the predicted box with
-the highest IoU, and the item's score is multiplied by ``IoU ≥ 0.5`` (missed objects count as empty
-captions: score 0), then averaged over all GT objects, as Scan2Cap's ``eval_cap``.
+Scan2Cap@0.5 is the paper's m@kIoU: every GT object is one caption item; its candidate is the caption of the
+predicted box with the highest IoU, and the item's score is multiplied by ``IoU > 0.5`` (strictly, as
+Scan2Cap's ``feed_scene_cap`` keeps ``ious > min_iou``; missed objects count as empty captions: score 0), then
+averaged over all GT objects. Scan2Cap's own ``eval_cap`` script differs in two ways we do not copy: it gives
+a missed object the candidate "sos eos" and scores it unmasked against "sos ... eos" references (so a miss
+still earns the BLEU-1/ROUGE-L of those two tokens), and it reports corpus-level BLEU where we average the
+per-caption BLEU like the other masked metrics.
 """
 
 from __future__ import annotations
@@ -89,6 +93,11 @@ def caption_scores(
     return corpus, items
 
 
+def matched(iou: float, min_iou: float = 0.5) -> bool:
+    """A predicted box captions its GT object at ``min_iou`` when its IoU is strictly above it (Scan2Cap)."""
+    return float(iou) > min_iou
+
+
 def scan2cap_scores(
     gts: Mapping[str, Sequence[str]],
     candidates: Mapping[str, str],
@@ -96,7 +105,7 @@ def scan2cap_scores(
     min_iou: float = 0.5,
     meteor: bool = True,
 ) -> dict[str, float]:
-    """Scan2Cap metrics @``min_iou``: mean over GT objects of item score × [IoU ≥ min_iou].
+    """Scan2Cap metrics @``min_iou``: mean over GT objects of item score × [IoU > min_iou] (:func:`matched`).
 
     gts: ``"scene|object_id" -> reference captions``; candidates: the matched prediction's caption (absent =
     missed); ious: IoU of the matched prediction (absent = 0). When the references are Scan2Cap's
@@ -107,7 +116,7 @@ def scan2cap_scores(
     if all(c.startswith("sos ") for refs in gts.values() for c in refs):  # Scan2Cap's corpus: "sos ... eos"
         res = {k: c if c.startswith("sos") else f"sos {c} eos" for k, c in res.items()}
     _, items = caption_scores(gts, res, meteor=meteor)
-    mask = np.array([float(ious.get(k, 0.0)) >= min_iou for k in sorted(gts)], dtype=np.float64)
+    mask = np.array([matched(ious.get(k, 0.0), min_iou) for k in sorted(gts)], dtype=np.float64)
     tag = f"@{min_iou}"
     out = {f"{name}{tag}": float(np.mean(v * mask)) for name, v in items.items()}
     out[f"recall{tag}"] = float(mask.mean()) if len(mask) else math.nan

@@ -56,13 +56,22 @@ def box_bounds(box: Sequence[float] | np.ndarray) -> np.ndarray:
     raise ValueError(f"box of shape {b.shape}: expected (6,) centre+size, (2, 3) bounds or (8, 3) corners")
 
 
-def box3d_iou(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
-    """Axis-aligned 3D IoU of two boxes (any format accepted by :func:`box_bounds`)."""
+# ScanRefer's box3d_iou (utils/box_util.py) divides by union + 1e-8: an IoU of exactly 0.25 or 0.5 falls just
+# short of the threshold there
+SCANREFER_IOU_EPS = 1e-8
+# the box of a named object that has none (unknown id, object missing from the scene): a point far away, IoU 0
+# with every box, so it still counts as a prediction (Multi3DRefer's F1 denominator) that matches nothing
+NO_BOX = np.array([1e9, 1e9, 1e9, 0.0, 0.0, 0.0])
+
+
+def box3d_iou(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, eps: float = 0.0) -> float:
+    """Axis-aligned 3D IoU of two boxes (any format accepted by :func:`box_bounds`); ``eps`` is added to the
+    union (:data:`SCANREFER_IOU_EPS` for ScanRefer)."""
     ba, bb = box_bounds(a), box_bounds(b)
     inter = np.prod(np.clip(np.minimum(ba[1], bb[1]) - np.maximum(ba[0], bb[0]), 0.0, None))
     vol_a, vol_b = np.prod(ba[1] - ba[0]), np.prod(bb[1] - bb[0])
     union = vol_a + vol_b - inter
-    return float(inter / union) if union > 0 else 0.0
+    return float(inter / (union + eps)) if union > 0 else 0.0
 
 
 # ----------------------------------------------------------------------------- ScanRefer

@@ -20,6 +20,7 @@ import numpy as np
 
 from proxy3d.eval import captions, metrics
 from proxy3d.eval.records import Boxes
+from proxy3d.model.inputs import text_or_none
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,11 @@ def _box(boxes: Boxes, scene_id: str, object_id: int) -> np.ndarray | None:
     return None if entry is None else entry[1]
 
 
+def _box_or_none_box(boxes: Boxes, scene_id: str, object_id: int) -> np.ndarray:
+    b = _box(boxes, scene_id, object_id)
+    return metrics.NO_BOX if b is None else b
+
+
 def _unique_multiple(boxes: Boxes, scene_id: str, object_id: int) -> int:
     """0 if no other object of the scene has the target's label (ScanRefer 'unique'), else 1."""
     objs = boxes.get(scene_id, {})
@@ -86,7 +92,7 @@ def scanrefer_ious(items: Sequence[dict], preds: Sequence[str], boxes: Boxes) ->
         sid, targets, named = it["scene_id"], _ids(it), parse_objects(pred)
         gt = _box(boxes, sid, targets[0]) if targets else None
         p = _box(boxes, sid, named[0]) if named else None  # empty prediction / unknown id: IoU 0
-        ious.append(0.0 if gt is None or p is None else metrics.box3d_iou(p, gt))
+        ious.append(0.0 if gt is None or p is None else metrics.box3d_iou(p, gt, metrics.SCANREFER_IOU_EPS))
         um.append(_unique_multiple(boxes, sid, targets[0]) if targets else 1)
     return ious, um
 
@@ -97,12 +103,15 @@ def score_scanrefer(items: Sequence[dict], preds: Sequence[str], boxes: Boxes) -
 
 def multi3drefer_f1s(items: Sequence[dict], preds: Sequence[str], boxes: Boxes
                      ) -> tuple[list[tuple[float, float]], list[str]]:
-    """Per item: (F1@0.25, F1@0.5) of the named boxes against the targets', and the evaluation type."""
+    """Per item: (F1@0.25, F1@0.5) of the named boxes against the targets', and the evaluation type. Every named
+    object is a predicted box, as in M3DRef-CLIP's evaluator: one the scene does not have matches nothing (it
+    counts against precision, and a zero-target item answered with it scores 0), and a target missing from the
+    boxes stays a target nothing matches (the item does not turn zero-target)."""
     f1s, types = [], []
     for it, pred in zip(items, preds, strict=True):
         sid = it["scene_id"]
-        pred_boxes = [b for b in (_box(boxes, sid, i) for i in parse_objects(pred)) if b is not None]
-        gt_boxes = [b for b in (_box(boxes, sid, i) for i in _ids(it)) if b is not None]
+        pred_boxes = [_box_or_none_box(boxes, sid, i) for i in parse_objects(pred)]
+        gt_boxes = [_box_or_none_box(boxes, sid, i) for i in _ids(it)]
         f1s.append(metrics.multi3drefer_f1(pred_boxes, gt_boxes))
         types.append(_eval_type(it, boxes))
     return f1s, types
@@ -155,7 +164,7 @@ def vsibench_item_scores(items: Sequence[dict], preds: Sequence[str]) -> tuple[l
     """Per item: question type (the task for items without a VSI type) and score (accuracy or MRA)."""
     types, scores = [], []
     for it, pred in zip(items, preds, strict=True):
-        qt = str(it.get("question_type") or "")
+        qt = text_or_none(it.get("question_type")) or ""
         if qt not in metrics.VSI_MC_TYPES + metrics.VSI_NUM_TYPES:
             qt = str(it["task"])
         types.append(qt)
