@@ -21,9 +21,10 @@ def _score(bench: str, pred: str, *anns: str, **kw):
 
 def test_scanrefer_scores_missing_and_unknown_ids_as_wrong():
     r = _score("scanrefer", "scanrefer_pred.json", "scanrefer_gt.json")
-    # ious: exact corners 1.0, shifted table 0.6, small box in bed 0.25, missing 0, unknown 0
-    assert r["acc@0.25"] == pytest.approx(3 / 5) and r["acc@0.5"] == pytest.approx(2 / 5)
-    assert r["unique_acc@0.25"] == 1.0 and r["unique_acc@0.5"] == 0.5
+    # ious: exact corners 1.0, shifted table 0.6, small box in bed 0.25, missing 0, unknown 0; the small box's
+    # IoU of exactly 0.25 misses Acc@0.25, as ScanRefer's box3d_iou (union + 1e-8) makes it 0.2499999...
+    assert r["acc@0.25"] == pytest.approx(2 / 5) and r["acc@0.5"] == pytest.approx(2 / 5)
+    assert r["unique_acc@0.25"] == 0.5 and r["unique_acc@0.5"] == 0.5
     assert r["multiple_acc@0.25"] == 0.5
     assert (r["n_items"], r["n_unknown"], r["n_missing"]) == (4, 1, 1)
 
@@ -54,8 +55,9 @@ def test_vsibench_unknown_id_is_a_wrong_item():
     assert r["object_abs_distance_MRA"] == pytest.approx(0.6)
     assert r["room_size_estimation_MRA"] == 1.0  # gt = 0 and pred = 0
     assert r["object_rel_direction_accuracy"] == 0.5 and r["route_planning_accuracy"] == 1.0
-    assert r["overall"] == pytest.approx((1 + 0.6 + 1 + 1 + 0.5 + 0) / 6)
-    assert r["n_unknown"] == 1
+    # overall: the mean of the five tasks (lmms-eval), scaled by 6 / 7 for the one unknown id (a wrong extra item)
+    assert r["overall"] == pytest.approx((1 + 0.6 + 1 + 1 + 0.5) / 5 * 6 / 7)
+    assert r["n_unknown"] == 1 and "unknown_accuracy" not in r
 
 
 def test_scanqa_and_scan2cap_through_the_cli(capsys):
@@ -70,3 +72,33 @@ def test_scanqa_and_scan2cap_through_the_cli(capsys):
     c = _score("scan2cap", "scan2cap_pred.json", "scan2cap_gt.json", meteor=False)
     assert c["recall@0.5"] == pytest.approx(2 / 3)  # bed predicted with IoU 0.25 < 0.5: missed
     assert c["cider@0.5"] > 0 and c["n_items"] == 3
+
+
+def test_repeated_ids_are_counted_and_the_last_prediction_is_scored(tmp_path: Path, caplog):
+    preds = json.loads((FIX / "scanrefer_pred.json").read_text())
+    first = dict(preds[0], bbox=[[9, 9, 9], [9.1, 9.1, 9.1]])  # a miss, then the original (a hit) again
+    (tmp_path / "p.json").write_text(json.dumps([first, *preds]))
+    with caplog.at_level("WARNING"):
+        r = score_file("scanrefer", tmp_path / "p.json", [FIX / "scanrefer_gt.json"], BOXES)
+    assert r == {**_score("scanrefer", "scanrefer_pred.json", "scanrefer_gt.json"), "n_predictions": 5.0,
+                 "n_duplicate": 1.0}
+    assert "1 predictions repeat an id" in caplog.text and "p.json:1" in caplog.text
+    # the same prediction twice for one GT item: one item predicted, three missing (was counted as two missing)
+    (tmp_path / "twice.json").write_text(json.dumps([preds[0], preds[0]]))
+    r = score_file("scanrefer", tmp_path / "twice.json", [FIX / "scanrefer_gt.json"], BOXES)
+    assert (r["n_missing"], r["n_duplicate"]) == (3, 1)
+
+
+@pytest.mark.parametrize(("bench", "record", "key"), [
+    ("sqa3d", {"question_id": 1, "answer": None}, "answer"),
+    ("vsibench", {"id": 1, "prediction": None}, "prediction"),
+    ("vsibench", {"id": 1, "prediction": ["A"]}, "prediction"),
+])
+def test_null_or_list_answers_are_format_errors_naming_the_line(tmp_path: Path, bench, record, key):
+    """str(None) would be "None", which answer cleaning reads as "zero": a right answer to every "0" question."""
+    anns = {"sqa3d": ["sqa3d_questions.json", "sqa3d_annotations.json"], "vsibench": ["vsibench_gt.jsonl"]}[bench]
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"question_id": 0, "id": 0, "answer": "x", "prediction": "x"}) + "\n"
+                    + json.dumps(record) + "\n")
+    with pytest.raises(PredictionFormatError, match=rf"p\.jsonl:2: field '{key}' .* expected a string"):
+        score_file(bench, path, [FIX / a for a in anns], BOXES)

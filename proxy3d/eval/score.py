@@ -2,7 +2,8 @@
 
 Every GT item counts: a GT item without a prediction scores as wrong (empty answer / no box), and a
 prediction whose id is not in the GT is scored as a wrong extra item (counted in ``n_unknown``), never
-skipped. Formats (ids may be strings or integers):
+skipped. A second prediction for the same id replaces the first (as the official dict-based evaluators do);
+such repeats are counted in ``n_duplicate`` and logged. Formats (ids may be strings or integers):
 
 - scanrefer: ``[{scene_id, object_id, ann_id, bbox}]`` (ScanRefer benchmark ``pred.json``; bbox = 8 corners)
 - multi3drefer: ``[{scene_id, ann_id, aabb: [[8 corners] ...]}]`` (M3DRef-CLIP per-scene files, scene inlined)
@@ -14,7 +15,8 @@ skipped. Formats (ids may be strings or integers):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,8 @@ from proxy3d.eval.records import (
     parse_box,
 )
 
+log = logging.getLogger(__name__)
+
 BENCHMARKS = ("scanrefer", "multi3drefer", "scanqa", "sqa3d", "scan2cap", "vsibench")
 
 
@@ -41,13 +45,49 @@ def _gt_box(boxes: Boxes, scene_id: str, object_id: int) -> np.ndarray | None:
     return None if entry is None else entry[1]
 
 
-def _iou(pred: np.ndarray | None, gt: np.ndarray | None) -> float:
-    return 0.0 if pred is None or gt is None else metrics.box3d_iou(pred, gt)
+def _iou(pred: np.ndarray | None, gt: np.ndarray | None, eps: float = 0.0) -> float:
+    return 0.0 if pred is None or gt is None else metrics.box3d_iou(pred, gt, eps)
 
 
-def _counts(n_gt: int, n_pred: int, n_unknown: int) -> dict[str, float]:
-    return {"n_items": float(n_gt), "n_predictions": float(n_pred), "n_unknown": float(n_unknown),
-            "n_missing": float(n_gt - (n_pred - n_unknown))}
+class _Predictions:
+    """The predictions of one file keyed like the GT ``gt``: an id not in the GT is a wrong extra item
+    (``unknown``); a repeated id replaces the earlier prediction and is counted (``duplicates``, first at
+    ``first_duplicate``)."""
+
+    def __init__(self, path: Path, gt: Any) -> None:
+        self.path, self.gt = path, gt
+        self.values: dict[Hashable, Any] = {}
+        self.n = self.unknown = self.duplicates = 0
+        self.first_duplicate = ""
+
+    def add(self, line: int | str, key: Hashable, value: Any) -> None:
+        self.n += 1
+        if key not in self.gt:
+            self.unknown += 1
+            return
+        if key in self.values:
+            self.duplicates += 1
+            self.first_duplicate = self.first_duplicate or f"{self.path}:{line}"
+        self.values[key] = value
+
+    def get(self, key: Hashable, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def counts(self) -> dict[str, float]:
+        if self.duplicates:
+            log.warning("%d predictions repeat an id already predicted (first at %s); the last one of each is scored",
+                        self.duplicates, self.first_duplicate)
+        return {"n_items": float(len(self.gt)), "n_predictions": float(self.n), "n_unknown": float(self.unknown),
+                "n_duplicate": float(self.duplicates), "n_missing": float(len(self.gt) - len(self.values))}
+
+
+def _text(path: Path, line: int | str, value: Any, key: str) -> str:
+    """A predicted answer: a string (a number is read as its text); null, lists and objects are format errors
+    (str(None) would be "None", which answer cleaning turns into "zero" and scores right against "0")."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise PredictionFormatError(f"{path}:{line}: field {key!r} = {str(value)[:60]!r} has type "
+                                    f"{type(value).__name__}, expected a string")
+    return str(value)
 
 
 def score_scanrefer(pred: Path, anns: list[Path], boxes_src: Path, meteor: bool = True) -> dict[str, float]:
@@ -59,20 +99,15 @@ def score_scanrefer(pred: Path, anns: list[Path], boxes_src: Path, meteor: bool 
             gt[key] = str(r.get("object_name", ""))
     lookup = metrics.unique_multiple_lookup((s, o, n) for (s, o, _), n in gt.items())
     boxes = load_gt_boxes(boxes_src, {k[0] for k in gt})
-    preds: dict[tuple, np.ndarray] = {}
-    n_pred = unknown = 0
+    preds = _Predictions(pred, gt)
     for line, r in iter_records(pred):
         key = (str(field(pred, line, r, "scene_id")), as_int(pred, line, field(pred, line, r, "object_id"), "object_id"),
                as_int(pred, line, field(pred, line, r, "ann_id"), "ann_id"))
-        box = parse_box(pred, line, field(pred, line, r, "bbox"))
-        n_pred += 1
-        if key in gt:
-            preds[key] = box
-        else:
-            unknown += 1
-    ious = [_iou(preds.get(k), _gt_box(boxes, k[0], k[1])) for k in gt] + [0.0] * unknown
-    um = [lookup[(k[0], k[1])] for k in gt] + [-1] * unknown
-    return {**metrics.scanrefer_scores(ious, um), **_counts(len(gt), n_pred, unknown)}
+        preds.add(line, key, parse_box(pred, line, field(pred, line, r, "bbox")))
+    ious = [_iou(preds.get(k), _gt_box(boxes, k[0], k[1]), metrics.SCANREFER_IOU_EPS) for k in gt]
+    ious += [0.0] * preds.unknown
+    um = [lookup[(k[0], k[1])] for k in gt] + [-1] * preds.unknown
+    return {**metrics.scanrefer_scores(ious, um), **preds.counts()}
 
 
 def score_multi3drefer(pred: Path, anns: list[Path], boxes_src: Path, meteor: bool = True) -> dict[str, float]:
@@ -85,26 +120,19 @@ def score_multi3drefer(pred: Path, anns: list[Path], boxes_src: Path, meteor: bo
                 raise PredictionFormatError(f"{p}:{line}: eval_type {et!r} not in {metrics.MULTI3DREFER_TYPES}")
             gt[(str(field(p, line, r, "scene_id")), as_int(p, line, field(p, line, r, "ann_id"), "ann_id"))] = (ids, et)
     boxes = load_gt_boxes(boxes_src, {k[0] for k in gt})
-    preds: dict[tuple[str, int], list[np.ndarray]] = {}
-    n_pred = unknown = 0
+    preds = _Predictions(pred, gt)
     for line, r in iter_records(pred):
         key = (str(field(pred, line, r, "scene_id")), as_int(pred, line, field(pred, line, r, "ann_id"), "ann_id"))
-        aabbs = [parse_box(pred, line, b, "aabb") for b in field(pred, line, r, "aabb", list)]
-        n_pred += 1
-        if key in gt:
-            preds[key] = aabbs
-        else:
-            unknown += 1
+        preds.add(line, key, [parse_box(pred, line, b, "aabb") for b in field(pred, line, r, "aabb", list)])
     f1s, types = [], []
     for key, (ids, et) in gt.items():
-        gt_boxes = [b for b in (_gt_box(boxes, key[0], i) for i in ids) if b is not None]
-        if len(gt_boxes) != len(ids):  # GT object missing from the scene: never matchable
-            gt_boxes += [np.array([1e9, 1e9, 1e9, 0, 0, 0])] * (len(ids) - len(gt_boxes))
+        # a GT object missing from the scene stays a target nothing matches
+        gt_boxes = [metrics.NO_BOX if b is None else b for b in (_gt_box(boxes, key[0], i) for i in ids)]
         f1s.append(metrics.multi3drefer_f1(preds.get(key, []), gt_boxes))
         types.append(et)
-    f1s += [(0.0, 0.0)] * unknown
-    types += ["unknown"] * unknown
-    return {**metrics.multi3drefer_scores(f1s, types), **_counts(len(gt), n_pred, unknown)}
+    f1s += [(0.0, 0.0)] * preds.unknown
+    types += ["unknown"] * preds.unknown
+    return {**metrics.multi3drefer_scores(f1s, types), **preds.counts()}
 
 
 def _qa_gt(anns: list[Path]) -> dict[str, tuple[list[str], str]]:
@@ -128,19 +156,13 @@ def _qa_metrics(preds: list[str], answers: list[list[str]], unknown: int, meteor
 
 def score_scanqa(pred: Path, anns: list[Path], boxes_src: Path, meteor: bool = True) -> dict[str, float]:
     gt = _qa_gt(anns)
-    preds: dict[str, str] = {}
-    n_pred = unknown = 0
+    preds = _Predictions(pred, gt)
     for line, r in iter_records(pred):
-        qid = str(field(pred, line, r, "question_id"))
         top = field(pred, line, r, "answer_top10", list)
-        n_pred += 1
-        if qid in gt:
-            preds[qid] = str(top[0]) if top else ""
-        else:
-            unknown += 1
+        preds.add(line, str(field(pred, line, r, "question_id")), _text(pred, line, top[0], "answer_top10") if top else "")
     keys = list(gt)
-    out = _qa_metrics([preds.get(k, "") for k in keys], [gt[k][0] for k in keys], unknown, meteor)
-    return {**out, **_counts(len(gt), n_pred, unknown)}
+    out = _qa_metrics([preds.get(k, "") for k in keys], [gt[k][0] for k in keys], preds.unknown, meteor)
+    return {**out, **preds.counts()}
 
 
 def score_sqa3d(pred: Path, anns: list[Path], boxes_src: Path, meteor: bool = True) -> dict[str, float]:
@@ -157,22 +179,15 @@ def score_sqa3d(pred: Path, anns: list[Path], boxes_src: Path, meteor: bool = Tr
                                         "annotations file ({'annotations': [...]})")
     if not answers or not questions:
         raise ValueError("sqa3d needs both the questions and the annotations file: --annotations Q.json A.json")
-    preds: dict[str, str] = {}
-    n_pred = unknown = 0
+    preds = _Predictions(pred, answers)
     for line, r in iter_records(pred):
-        qid = str(field(pred, line, r, "question_id"))
-        answer = str(field(pred, line, r, "answer"))
-        n_pred += 1
-        if qid in answers:
-            preds[qid] = answer
-        else:
-            unknown += 1
+        preds.add(line, str(field(pred, line, r, "question_id")), _text(pred, line, field(pred, line, r, "answer"), "answer"))
     keys = list(answers)
     out = metrics.sqa3d_scores([preds.get(k, "") for k in keys], [answers[k] for k in keys],
                                [questions.get(k, "") for k in keys])
-    scale = len(keys) / (len(keys) + unknown) if keys else 0.0
+    scale = len(keys) / (len(keys) + preds.unknown) if keys else 0.0
     out["em"], out["refined_em"] = out["em"] * scale, out["refined_em"] * scale  # unknown ids: wrong answers
-    return {**out, **_counts(len(keys), n_pred, unknown)}
+    return {**out, **preds.counts()}
 
 
 def _scan2cap_gt(anns: list[Path]) -> dict[str, list[str]]:
@@ -208,7 +223,7 @@ def score_scan2cap(pred: Path, anns: list[Path], boxes_src: Path, meteor: bool =
             if not isinstance(r, dict) or "caption" not in r or "box" not in r:
                 raise PredictionFormatError(f"{pred}: scene {scene_id!r} item {i}: needs 'caption' and 'box' "
                                             "(box = 8 corners or [cx, cy, cz, dx, dy, dz])")
-            caption = str(r["caption"])
+            caption = _text(pred, f"scene {scene_id!r} item {i}", r["caption"], "caption")
             box = parse_box(pred, f"scene {scene_id!r} item {i}", r["box"], "box")
             n_pred += 1
             best = max(((_iou(box, b), o) for o, b in scene_gt.items()), default=(0.0, None))
@@ -219,7 +234,8 @@ def score_scan2cap(pred: Path, anns: list[Path], boxes_src: Path, meteor: bool =
             if best[0] > ious.get(key, -1.0):
                 cands[key], ious[key] = caption, best[0]
     out = captions.scan2cap_scores(gt, cands, ious, meteor=meteor)
-    return {**out, **_counts(len(gt), n_pred, unknown), "n_missing": float(sum(ious.get(k, 0) < 0.5 for k in gt))}
+    return {**out, "n_items": float(len(gt)), "n_predictions": float(n_pred), "n_unknown": float(unknown),
+            "n_missing": float(sum(not captions.matched(ious.get(k, 0.0)) for k in gt))}
 
 
 def score_vsibench(pred: Path, anns: list[Path], boxes_src: Path, meteor: bool = True) -> dict[str, float]:
@@ -227,20 +243,15 @@ def score_vsibench(pred: Path, anns: list[Path], boxes_src: Path, meteor: bool =
     for p in anns:
         for line, r in load_table(p):
             gt[str(field(p, line, r, "id"))] = (str(field(p, line, r, "question_type")), str(field(p, line, r, "ground_truth")))
-    preds: dict[str, str] = {}
-    n_pred = unknown = 0
+    preds = _Predictions(pred, gt)
     for line, r in iter_records(pred):
-        qid = str(field(pred, line, r, "id"))
-        text = field(pred, line, r, "prediction")
-        n_pred += 1
-        if qid in gt:
-            preds[qid] = str(text)
-        else:
-            unknown += 1
-    types = [gt[k][0] for k in gt] + ["unknown"] * unknown
-    scores = [metrics.vsibench_item_score(t, preds.get(k, ""), g) for k, (t, g) in gt.items()] + [0.0] * unknown
-    out = metrics.vsibench_scores(types, scores)  # unknown ids form an "unknown" task scored 0
-    return {**out, **_counts(len(gt), n_pred, unknown)}
+        preds.add(line, str(field(pred, line, r, "id")), _text(pred, line, field(pred, line, r, "prediction"), "prediction"))
+    out = metrics.vsibench_scores([t for t, _ in gt.values()],
+                                  [metrics.vsibench_item_score(t, preds.get(k, ""), g) for k, (t, g) in gt.items()])
+    # lmms-eval's overall is the mean over its tasks; an unknown id belongs to none, so it is a wrong extra item
+    # that scales overall by n / (n + unknown) (as the QA scorers do), not a task of its own scored 0
+    out["overall"] *= len(gt) / (len(gt) + preds.unknown) if gt else 0.0
+    return {**out, **preds.counts()}
 
 
 SCORERS: dict[str, Callable[..., dict[str, float]]] = {
