@@ -143,3 +143,25 @@ def test_multi3drefer_named_objects_without_a_box_still_count_as_predictions():
     assert f1s[1] == pytest.approx((2 / 3, 2 / 3))  # 1 TP of 2 predictions, 1 target (was 1.0)
     assert f1s[2] == pytest.approx((2 / 3, 2 / 3))  # target 7 has no box: still a target (was 1.0)
     assert types == ["zt_w_d", "st_w_d", "mt"]
+
+
+def test_scanrefer_unique_multiple_uses_scannets_18_classes_with_the_label_table(tmp_path):
+    """ScanRefer's _get_raw2label: raw name -> nyu40class (tsv columns 2 and 8) -> one of 18 classes, 'others'
+    for the rest; without the table the split falls back to the object name."""
+    header = ["id", "raw_category", "category", "count", "nyu40id", "eigen13id", "nyuClass", "nyu40class"]
+    rows = [["1", "office chair", "office chair", "9", "5", "4", "chair", "chair"],
+            ["2", "chair", "chair", "9", "5", "4", "chair", "chair"],
+            ["3", "lamp", "lamp", "9", "35", "7", "lamp", "lamp"],
+            ["4", "backpack", "backpack", "9", "37", "7", "bag", "bag"],
+            ["5", "bed", "bed", "9", "4", "1", "bed", "bed"]]
+    tsv = tmp_path / "scannetv2-labels.combined.tsv"
+    tsv.write_text("\n".join("\t".join(r) for r in [header, *rows]) + "\n")
+    table = M.load_scannet_label_map(tsv)
+    records = [("s", 0, "office_chair"), ("s", 1, "chair"), ("s", 2, "lamp"), ("s", 3, "stool"), ("s", 4, "bed")]
+    assert set(M.unique_multiple_lookup(records).values()) == {0}  # every name differs
+    # office chair and chair are both chairs; lamp (NYU40 lamp) and stool (not in the table) are both 'others'
+    assert M.unique_multiple_lookup(records, table) == {("s", 0): 1, ("s", 1): 1, ("s", 2): 1, ("s", 3): 1, ("s", 4): 0}
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("a\tb\n")
+    with pytest.raises(ValueError, match=r"bad\.tsv:1: expected ScanNet's label table header"):
+        M.load_scannet_label_map(bad)

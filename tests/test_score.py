@@ -102,3 +102,24 @@ def test_null_or_list_answers_are_format_errors_naming_the_line(tmp_path: Path, 
                     + json.dumps(record) + "\n")
     with pytest.raises(PredictionFormatError, match=rf"p\.jsonl:2: field '{key}' .* expected a string"):
         score_file(bench, path, [FIX / a for a in anns], BOXES)
+
+
+def test_label_map_reaches_the_scanrefer_split_and_is_refused_elsewhere(tmp_path: Path, capsys):
+    from proxy3d.eval.score_cli import main
+
+    gt = json.loads((FIX / "scanrefer_gt.json").read_text())
+    names = sorted({r["object_name"] for r in gt})
+    header = "id\traw_category\tcategory\tcount\tnyu40id\teigen13id\tnyuClass\tnyu40class"
+    tsv = tmp_path / "labels.tsv"  # every fixture name maps to a class outside ScanRefer's 18: all 'others'
+    tsv.write_text("\n".join([header] + [f"{i}\t{' '.join(n.split('_'))}\tx\t1\t40\t1\tx\tmisc" for i, n in enumerate(names)]))
+    plain = _score("scanrefer", "scanrefer_pred.json", "scanrefer_gt.json")
+    assert plain["unique_acc@0.25"] == 0.5
+    mapped = _score("scanrefer", "scanrefer_pred.json", "scanrefer_gt.json", label_map=tsv)
+    # scene0000_00's chair, chair and table are now one class ('others'): the table turns multiple, the bed of
+    # scene0001_00 stays unique (its IoU 0.25 misses, see above)
+    assert mapped["unique_acc@0.25"] == 0.0 and mapped["multiple_acc@0.25"] == pytest.approx(2 / 3)
+    assert plain["multiple_acc@0.25"] == 0.5 and mapped["acc@0.25"] == plain["acc@0.25"]
+    assert main(["--benchmark", "scanrefer", "--predictions", str(FIX / "scanrefer_pred.json"), "--annotations",
+                 str(FIX / "scanrefer_gt.json"), "--boxes", str(BOXES), "--label-map", str(tsv), "--json"]) == 0
+    with pytest.raises(ValueError, match="--label-map only changes ScanRefer"):
+        _score("vsibench", "vsibench_pred.jsonl", "vsibench_gt.jsonl", label_map=tsv)

@@ -1,7 +1,8 @@
 """Benchmark metrics, each following the public evaluation code of its benchmark.
 
 - ScanRefer (``lib/eval_helper.py``): ``get_3d_box`` corners, 3D IoU, Acc@0.25/0.5 and the
-  unique/multiple split (unique = the target's class occurs once among the scene's annotated objects).
+  unique/multiple split (unique = the target's class occurs once among the scene's annotated objects; the
+  18-class label via ScanNet's label table when one is given).
 - Multi3DRefer (``m3drefclip/evaluation/multi3drefer_evaluator.py``): Hungarian matching of predicted and
   GT boxes on IoU (``scipy.optimize.linear_sum_assignment``), F1 = 2·TP / (|pred| + |gt|) per query,
   zero-target queries score 1 iff nothing is predicted; mean per ``eval_type`` and overall.
@@ -22,6 +23,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -75,17 +77,55 @@ def box3d_iou(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, 
 
 
 # ----------------------------------------------------------------------------- ScanRefer
-def unique_multiple_lookup(records: Iterable[tuple[str, int, str]]) -> dict[tuple[str, int], int]:
+# ScanRefer's 18 classes (``DC.type2class``): these NYU40 class names, every other one (and every raw name the
+# label table lacks) is "others"
+SCANREFER_CLASSES = ("cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf", "picture", "counter",
+                     "desk", "curtain", "refrigerator", "shower curtain", "toilet", "sink", "bathtub")
+
+
+def load_scannet_label_map(path: str | Path) -> dict[str, str]:
+    """``raw_category -> nyu40class`` from ScanNet's ``scannetv2-labels.combined.tsv`` (columns 2 and 8, as
+    ScanRefer's ``_get_raw2label`` reads them)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such label table; give ScanNet's scannetv2-labels.combined.tsv "
+                                "(it ships with the ScanNet release, next to scans/)")
+    rows = [line.rstrip("\n").split("\t") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not rows or len(rows[0]) < 8 or (rows[0][1], rows[0][7]) != ("raw_category", "nyu40class"):
+        got = rows[0][:8] if rows else []
+        raise ValueError(f"{path}:1: expected ScanNet's label table header with raw_category in column 2 and "
+                         f"nyu40class in column 8, got {got}")
+    out = {}
+    for line, r in enumerate(rows[1:], start=2):
+        if len(r) < 8:
+            raise ValueError(f"{path}:{line}: {len(r)} tab-separated columns, need at least 8")
+        out[r[1]] = r[7]
+    return out
+
+
+def scanrefer_class(name: str, label_map: Mapping[str, str] | None = None) -> str:
+    """The class an object name counts as in the unique/multiple split: the name with '_' read as ' ', or with
+    ScanNet's label table (:func:`load_scannet_label_map`) ScanRefer's 18-class label of it."""
+    name = " ".join(str(name).split("_"))
+    if label_map is None:
+        return name
+    nyu = label_map.get(name)
+    return nyu if nyu in SCANREFER_CLASSES else "others"
+
+
+def unique_multiple_lookup(records: Iterable[tuple[str, int, str]], label_map: Mapping[str, str] | None = None
+                           ) -> dict[tuple[str, int], int]:
     """``(scene_id, object_id, object_name)`` of the annotation set -> 0 unique / 1 multiple.
 
     As ScanRefer's ``_get_unique_multiple_lookup``: the classes of a scene are those of its annotated objects
     (each object counted once); an object is unique when no other annotated object shares its class. The class
-    is the object name with '_' read as ' ' (ScanRefer maps it further to 18 NYU classes via ScanNet's
-    label table, which the synthetic world does not ship).
+    is :func:`scanrefer_class`: ScanRefer's 18 classes when ScanNet's ``label_map`` is given (real data; an
+    office chair is then a chair, a lamp and a backpack are both "others"), else the object name (the synthetic
+    world has no ScanNet label table).
     """
     classes: dict[str, dict[int, str]] = defaultdict(dict)
     for scene_id, object_id, name in records:
-        classes[scene_id].setdefault(int(object_id), " ".join(str(name).split("_")))
+        classes[scene_id].setdefault(int(object_id), scanrefer_class(name, label_map))
     out: dict[tuple[str, int], int] = {}
     for scene_id, objs in classes.items():
         counts: dict[str, int] = defaultdict(int)

@@ -90,14 +90,16 @@ def _text(path: Path, line: int | str, value: Any, key: str) -> str:
     return str(value)
 
 
-def score_scanrefer(pred: Path, anns: list[Path], boxes_src: Path, meteor: bool = True) -> dict[str, float]:
+def score_scanrefer(pred: Path, anns: list[Path], boxes_src: Path, meteor: bool = True,
+                    label_map: Path | None = None) -> dict[str, float]:
     gt = {}
     for p in anns:
         for line, r in load_table(p):
             key = (str(field(p, line, r, "scene_id")), as_int(p, line, r["object_id"], "object_id"),
                    as_int(p, line, field(p, line, r, "ann_id"), "ann_id"))
             gt[key] = str(r.get("object_name", ""))
-    lookup = metrics.unique_multiple_lookup((s, o, n) for (s, o, _), n in gt.items())
+    classes = metrics.load_scannet_label_map(label_map) if label_map else None
+    lookup = metrics.unique_multiple_lookup(((s, o, n) for (s, o, _), n in gt.items()), classes)
     boxes = load_gt_boxes(boxes_src, {k[0] for k in gt})
     preds = _Predictions(pred, gt)
     for line, r in iter_records(pred):
@@ -261,8 +263,14 @@ SCORERS: dict[str, Callable[..., dict[str, float]]] = {
 
 
 def score_file(benchmark: str, predictions: str | Path, annotations: list[str | Path],
-               boxes: str | Path = "data", meteor: bool = True) -> dict[str, Any]:
-    """Metrics of ``predictions`` for ``benchmark`` (one of :data:`BENCHMARKS`)."""
+               boxes: str | Path = "data", meteor: bool = True, label_map: str | Path | None = None) -> dict[str, Any]:
+    """Metrics of ``predictions`` for ``benchmark`` (one of :data:`BENCHMARKS`); ``label_map``: ScanNet's
+    ``scannetv2-labels.combined.tsv`` for ScanRefer's 18-class unique/multiple split (scanrefer only)."""
     if benchmark not in SCORERS:
         raise ValueError(f"benchmark {benchmark!r} is not one of {BENCHMARKS}")
-    return SCORERS[benchmark](Path(predictions), [Path(a) for a in annotations], Path(boxes), meteor=meteor)
+    kw: dict[str, Any] = {"meteor": meteor}
+    if label_map:
+        if benchmark != "scanrefer":
+            raise ValueError(f"--label-map only changes ScanRefer's unique/multiple split; drop it for {benchmark}")
+        kw["label_map"] = Path(label_map)
+    return SCORERS[benchmark](Path(predictions), [Path(a) for a in annotations], Path(boxes), **kw)

@@ -30,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", required=True, help="predictions file in the benchmark's submission format")
     p.add_argument("--annotations", required=True, nargs="+", help="ground-truth annotation file(s), native format")
     p.add_argument("--boxes", default="data", help="data root or objects table with GT boxes (default: data)")
+    p.add_argument("--label-map", default=None, metavar="TSV",
+                   help="scanrefer: ScanNet's scannetv2-labels.combined.tsv, so the unique/multiple split uses "
+                        "ScanRefer's 18 classes as its evaluation does (default: the object name itself)")
     p.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     return p
@@ -37,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    result = score_file(args.benchmark, args.predictions, args.annotations, args.boxes, meteor=not args.no_meteor)
+    result = score_file(args.benchmark, args.predictions, args.annotations, args.boxes, meteor=not args.no_meteor,
+                        label_map=args.label_map)
     if args.json:
         print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()},
                          indent=2, sort_keys=True))

@@ -63,7 +63,9 @@ def _box_or_none_box(boxes: Boxes, scene_id: str, object_id: int) -> np.ndarray:
 
 
 def _unique_multiple(boxes: Boxes, scene_id: str, object_id: int) -> int:
-    """0 if no other object of the scene has the target's label (ScanRefer 'unique'), else 1."""
+    """0 if no other object of the scene has the target's label (ScanRefer 'unique'), else 1. The label is the
+    object table's; ScanRefer's own split maps names to its 18 classes through ScanNet's label table, which
+    ``proxy3d score --label-map`` applies to a predictions file on real data."""
     objs = boxes.get(scene_id, {})
     if object_id not in objs:
         return 1
