@@ -20,7 +20,8 @@ FORMATS = """prediction formats (JSON array, or JSON Lines: one object per line)
   vsibench      {"id", "prediction"} per line   annotations: VSI-Bench jsonl/json/parquet
 GT boxes (--boxes): a ScanNet-layout data root (default 'data') or an objects table
   (artifacts/spacespan/objects.parquet: scene_id, object_id, label, center_x/y/z, size_x/y/z).
-GT items without a prediction and predictions with unknown ids both score as wrong."""
+GT items without a prediction and predictions with unknown ids both score as wrong; for a repeated id the
+last prediction is scored (counted in n_duplicate). Answers must be strings: null is a format error."""
 
 
 def _parser() -> argparse.ArgumentParser:
