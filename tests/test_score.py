@@ -123,3 +123,24 @@ def test_label_map_reaches_the_scanrefer_split_and_is_refused_elsewhere(tmp_path
                  str(FIX / "scanrefer_gt.json"), "--boxes", str(BOXES), "--label-map", str(tsv), "--json"]) == 0
     with pytest.raises(ValueError, match="--label-map only changes ScanRefer"):
         _score("vsibench", "vsibench_pred.jsonl", "vsibench_gt.jsonl", label_map=tsv)
+
+
+def test_scan2cap_item_errors_name_the_line_of_the_item(tmp_path: Path):
+    text = (FIX / "scan2cap_pred.json").read_text()
+    ok = _score("scan2cap", "scan2cap_pred.json", "scan2cap_gt.json", meteor=False)
+    bad = tmp_path / "cap.json"
+    bad.write_text(text.replace('"box": [1.0, 1.0, 0.5, 1.0, 1.0, 1.0]}\n  ]', '"box": [1.0, 1.0]}\n  ]'))
+    with pytest.raises(PredictionFormatError, match=r"cap\.json:7: field 'box' is not a box"):
+        score_file("scan2cap", bad, [FIX / "scan2cap_gt.json"], BOXES, meteor=False)
+    bad.write_text(text.replace('"caption": "a wide table"', '"caption": null'))
+    with pytest.raises(PredictionFormatError, match=r"cap\.json:4: field 'caption' .* expected a string"):
+        score_file("scan2cap", bad, [FIX / "scan2cap_gt.json"], BOXES, meteor=False)
+    bad.write_text(text.replace('{"caption": "a big bed", ', '{'))
+    with pytest.raises(PredictionFormatError, match=r"cap\.json:7: missing field 'caption'"):
+        score_file("scan2cap", bad, [FIX / "scan2cap_gt.json"], BOXES, meteor=False)
+    bad.write_text('{\n  "scene0000_00": [],\n  "scene0001_00": "a big bed"\n}\n')
+    with pytest.raises(PredictionFormatError, match=r"cap\.json:3: 'scene0001_00': expected a list"):
+        score_file("scan2cap", bad, [FIX / "scan2cap_gt.json"], BOXES, meteor=False)
+    compact = tmp_path / "compact.json"  # the same predictions on one line score the same
+    compact.write_text(json.dumps(json.loads(text)))
+    assert score_file("scan2cap", compact, [FIX / "scan2cap_gt.json"], BOXES, meteor=False) == ok

@@ -28,6 +28,7 @@ from proxy3d.eval.records import (
     PredictionFormatError,
     as_int,
     field,
+    iter_keyed_arrays,
     iter_records,
     load_gt_boxes,
     load_json,
@@ -210,23 +211,15 @@ def _scan2cap_gt(anns: list[Path]) -> dict[str, list[str]]:
 def score_scan2cap(pred: Path, anns: list[Path], boxes_src: Path, meteor: bool = True) -> dict[str, float]:
     gt = _scan2cap_gt(anns)
     boxes = load_gt_boxes(boxes_src, {k.split("|")[0] for k in gt})
-    doc = load_json(pred)
-    if not isinstance(doc, dict):
-        raise PredictionFormatError(f"{pred}:1: expected {{scene_id: [{{caption, box}}, ...]}}")
     cands: dict[str, str] = {}
     ious: dict[str, float] = {}
     n_pred = unknown = 0
-    for scene_id, items in doc.items():
-        if not isinstance(items, list):
-            raise PredictionFormatError(f"{pred}: scene {scene_id!r}: expected a list of {{caption, box}}")
+    for scene_id, items in iter_keyed_arrays(pred, "{caption, box}"):
         scene_gt = {int(k.split("|")[1]): _gt_box(boxes, scene_id, int(k.split("|")[1]))
                     for k in gt if k.split("|")[0] == scene_id}
-        for i, r in enumerate(items):
-            if not isinstance(r, dict) or "caption" not in r or "box" not in r:
-                raise PredictionFormatError(f"{pred}: scene {scene_id!r} item {i}: needs 'caption' and 'box' "
-                                            "(box = 8 corners or [cx, cy, cz, dx, dy, dz])")
-            caption = _text(pred, f"scene {scene_id!r} item {i}", r["caption"], "caption")
-            box = parse_box(pred, f"scene {scene_id!r} item {i}", r["box"], "box")
+        for line, r in items:
+            caption = _text(pred, line, field(pred, line, r, "caption"), "caption")
+            box = parse_box(pred, line, field(pred, line, r, "box"), "box")
             n_pred += 1
             best = max(((_iou(box, b), o) for o, b in scene_gt.items()), default=(0.0, None))
             if best[1] is None or best[0] <= 0.0:
