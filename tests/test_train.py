@@ -137,7 +137,19 @@ def test_killed_stage_resumes_to_the_same_final_weights(toy: StagePaths, tmp_pat
     killed = StagePaths(toy.spacespan, toy.symbols, toy.proxies, tmp_path / "killed")
     assert train_stage(1, p, killed, NullTracker(), stop_after=3) == {"stopped_at": 3.0}
     assert (killed.checkpoints / "stage1/ds/latest").exists() and not (killed.checkpoints / "stage1/bundle.json").exists()
-    train_stage(1, p, killed, NullTracker())  # resumes at step 2 (last checkpoint)
+    loads = []
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        loads.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    torch.load = spy
+    try:
+        train_stage(1, p, killed, NullTracker())  # resumes at step 2 (last checkpoint)
+    finally:
+        torch.load = real_load
+    assert loads and all(w is True for w in loads), loads  # DeepSpeed's own engine passes weights_only=False
     a, b = _weights(full.checkpoints / "stage1"), _weights(killed.checkpoints / "stage1")
     assert a.keys() == b.keys()
     delta = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)

@@ -87,10 +87,36 @@ def save(engine: Any, ckpt_dir: Path, step: int) -> None:
                 shutil.rmtree(d, ignore_errors=True)
 
 
+def _deepspeed_safe_globals() -> list[Any]:
+    """The DeepSpeed classes its checkpoints pickle (found with ``torch.serialization.
+    get_unsafe_globals_in_checkpoint`` on ZeRO-2 and ZeRO-3 + offload checkpoints; the loss scalers for fp16)."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+def safe_checkpoint_load(path: str, map_location: Any = None) -> Any:
+    """``torch.load(..., weights_only=True)`` for DeepSpeed checkpoint files: DeepSpeed's own checkpoint engine
+    loads with ``weights_only=False``, which would run any pickled code in a checkpoint folder."""
+    import pickle
+
+    with torch.serialization.safe_globals(_deepspeed_safe_globals()):
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise RuntimeError(f"{path}: refusing to unpickle it with weights_only=False ({e}); if it is a trusted "
+                               "DeepSpeed checkpoint of another version, delete the checkpoint folder to restart "
+                               "the stage") from None
+
+
 def resume(engine: Any, ckpt_dir: Path) -> int:
-    """Load the latest checkpoint in ``ckpt_dir`` if there is one; returns the step to continue from."""
+    """Load the latest checkpoint in ``ckpt_dir`` if there is one (every file through
+    :func:`safe_checkpoint_load`); returns the step to continue from."""
     if not (Path(ckpt_dir) / "latest").exists():
         return 0
+    engine.checkpoint_engine.load = safe_checkpoint_load
     path, state = engine.load_checkpoint(str(ckpt_dir), load_optimizer_states=True, load_lr_scheduler_states=True)
     if path is None:
         raise RuntimeError(f"{ckpt_dir}: 'latest' names a checkpoint that could not be loaded; delete {ckpt_dir} "
