@@ -157,6 +157,27 @@ def test_killed_stage_resumes_to_the_same_final_weights(toy: StagePaths, tmp_pat
     assert np.isfinite(m_full["final_loss"]) and "what_is_acc" in m_full
 
 
+def test_killed_stage_does_not_resume_after_its_inputs_changed(toy: StagePaths, tmp_path: Path, caplog) -> None:
+    """The resume fingerprint covers the inputs (SpaceSpan, symbols, proxies, previous checkpoint), not only the
+    params: after an upstream stage reran, continuing the old weights would mix two datasets."""
+    import shutil
+
+    inputs = tmp_path / "inputs"
+    for name in ("spacespan", "symbols", "proxies"):
+        shutil.copytree(getattr(toy, name), inputs / name)
+    paths = StagePaths(inputs / "spacespan", inputs / "symbols", inputs / "proxies", tmp_path / "ck")
+    p = _params(steps=5)
+    assert train_stage(1, p, paths, NullTracker(), stop_after=3) == {"stopped_at": 3.0}
+    stamp = paths.checkpoints / "stage1/ds/fingerprint.json"
+    assert stamp.exists() and '"symbols"' in stamp.read_text()
+    icon = sorted((inputs / "symbols").rglob("*.png"))[0]
+    icon.write_bytes(icon.read_bytes())  # rewritten by an upstream rerun (same name, new file)
+    with caplog.at_level("INFO"):
+        train_stage(1, p, paths, NullTracker())
+    assert "written with other params or inputs: not resuming" in caplog.text
+    assert "resumed from" not in caplog.text
+
+
 @pytest.mark.slow
 def test_cli_runs_all_four_stages_each_from_the_previous(toy: StagePaths, tmp_path: Path, monkeypatch) -> None:
     from proxy3d.stages.train import main

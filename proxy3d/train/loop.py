@@ -91,6 +91,29 @@ def _model_for_stage(stage: int, params: Params, paths: StagePaths, objects: dic
     return model, tok
 
 
+def input_signature(paths: StagePaths, stage: int) -> dict[str, list[tuple[str, int, int]]]:
+    """(file, size, mtime_ns) of everything stage ``stage`` reads: SpaceSpan, symbols, the proxies (stage 4) and
+    the previous stage's checkpoint. Part of the resume fingerprint, so a killed stage that DVC reruns after an
+    upstream stage changed starts over instead of continuing weights built on the old inputs (a copied input
+    also changes its mtime: that restarts the stage, it never resumes from other inputs)."""
+    def files(root: Path, skip: str | None = None) -> list[tuple[str, int, int]]:
+        root = Path(root)
+        out = []
+        for f in sorted(root.rglob("*")) if root.is_dir() else []:
+            rel = f.relative_to(root)
+            if f.is_file() and (skip is None or rel.parts[0] != skip):
+                st = f.stat()
+                out.append((rel.as_posix(), int(st.st_size), int(st.st_mtime_ns)))
+        return out
+
+    sig = {"spacespan": files(paths.spacespan), "symbols": files(paths.symbols)}
+    if stage == 4:
+        sig["proxies"] = files(paths.proxies)
+    if stage > 1:
+        sig["previous"] = files(Path(paths.checkpoints) / f"stage{stage - 1}", skip="ds")
+    return sig
+
+
 def stage_dir(checkpoints: Path, stage: int, blind: bool = False) -> Path:
     """Where stage ``stage`` writes its checkpoint: ``<checkpoints>/stage<N>``, or ``stage4_blind`` for the blind
     baseline."""
@@ -133,11 +156,13 @@ def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
     out_dir = stage_dir(paths.checkpoints, stage, blind)
     ckpt_dir = out_dir / "ds"
     fingerprint = json.dumps({"model": section_dict(params.model), "train": section_dict(tp), "stage": section_dict(sp),
-                              "blind": blind}, sort_keys=True)
+                              "blind": blind, "inputs": input_signature(paths, stage)}, sort_keys=True)
     stamp = ckpt_dir / "fingerprint.json"
-    if stamp.exists() and stamp.read_text() != fingerprint:
-        log.warning("%s was written with other params: not resuming from it", ckpt_dir)
+    if (ckpt_dir / "latest").exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
+        log.warning("%s was written with other params or inputs: not resuming from it", ckpt_dir)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if rank == 0:  # before the first checkpoint: a folder with a checkpoint always has its fingerprint
+        atomic_write_text(stamp, fingerprint)
     start = ds.resume(engine, ckpt_dir)
     losses, speeds, t_start = [], [], time.perf_counter()
     engine.train()
@@ -163,8 +188,6 @@ def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
             log.info("stage %d step %d probes %s", stage, step + 1, {k: round(v, 3) for k, v in probe.items()})
         if (step + 1) % max(tp.checkpoint_every, 1) == 0 and step + 1 < sp.steps:
             ds.save(engine, ckpt_dir, step + 1)
-            if rank == 0:
-                atomic_write_text(stamp, fingerprint)
         if stop_after is not None and step + 1 >= stop_after:
             return {"stopped_at": float(step + 1)}
     seconds = time.perf_counter() - t_start
