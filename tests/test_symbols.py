@@ -104,6 +104,15 @@ def test_rerun_skips_and_corrupted_file_is_rendered_again(rendered, tmp_path):
     renderer.run()
     assert (renderer.stats.symbols_rendered, renderer.stats.identifiers_rendered) == (1, 1)
     assert _files(work) == _files(out)
+    # files made for other categories (categories.txt reordered since): intact, but not reused for a new entry
+    m = json.loads((work / "manifest.json").read_text())
+    for k in ("category", "prompt"):
+        m["symbols"][0][k], m["symbols"][1][k] = m["symbols"][1][k], m["symbols"][0][k]
+    (work / "manifest.json").write_text(json.dumps(m))
+    renderer = SymbolRenderer(SymbolsParams(), work)
+    renderer.run()
+    assert (renderer.stats.symbols_rendered, renderer.stats.symbols_skipped) == (2, 211)
+    assert _files(work) == _files(out)
 
 
 @pytest.mark.slow

@@ -182,7 +182,10 @@ class SymbolRenderer:
         for kind, entry in tqdm(items, desc="symbols", unit="map", disable=None):
             path = self.out / entry["file"]
             old = previous.get(entry["file"])
-            if old is not None and path.is_file() and sha256_file(path) == old["sha256"]:
+            # reused only when the file is intact and was made for this very entry (category, prompt, seed, ...):
+            # a reordered categories.txt keeps the file names but changes what each one must show
+            same = old is not None and all(old.get(k) == v for k, v in entry.items() if k != "sha256")
+            if same and path.is_file() and sha256_file(path) == old["sha256"]:
                 entry["sha256"] = old["sha256"]
                 self._count(kind, "skipped")
             else:
