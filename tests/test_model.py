@@ -129,6 +129,26 @@ def test_generate_and_bundle_api_roundtrip(tiny, tmp_path) -> None:
     assert len(out) == 2 and all(isinstance(t, str) and isinstance(i, list) for t, i in out)
     with pytest.raises(KeyError, match="no SceneInput for scene 'x'"):
         bundle.generate([{"scene_id": "x", "question": "?"}], {}, 2)
+    a, b = _scene(2), _scene(3)
+    a.scene_id, b.scene_id = "a", "b"
+    two = [{"scene_id": "a", "question": "?"}, {"scene_id": "b", "question": "?"}]
+    with pytest.raises(ValueError, match="asks about scene 'a' but its SceneInput is of scene 'b'"):
+        bundle.generate(two, [b, a], 2)  # swapped list
+    with pytest.raises(ValueError, match="asks about scene 'a' but its SceneInput is of scene 'b'"):
+        bundle.generate(two[:1], {"a": b}, 2)  # mapping under the wrong key
+    assert len(bundle.generate(two, [a, b], 2)) == 2
+
+
+def test_scene_input_shapes_must_agree() -> None:
+    c = np.zeros((5, 3), np.float32)
+    with pytest.raises(ValueError, match=r"need centers \(K, 3\), instance \(K,\)"):
+        SceneInput(c, np.array([3]), np.array([7]))  # would broadcast one id over all five proxies
+    with pytest.raises(ValueError, match="shapes"):
+        SceneInput.from_objects([3], [7], c)
+    with pytest.raises(ValueError, match="shapes"):
+        SceneInput(c, np.arange(5), np.arange(5), np.zeros((4, 8), np.float32))
+    assert len(SceneInput(c, np.arange(5), np.arange(5), np.zeros((5, 8), np.float32))) == 5
+    assert len(SceneInput.empty()) == 0
 
 
 def test_generate_matches_the_training_logits(tiny) -> None:
@@ -229,3 +249,24 @@ def test_batched_greedy_decoding_equals_one_item_at_a_time(tiny) -> None:
             torch.testing.assert_close(model.logits(one.input_ids, one.attention_mask, one.scenes)[0, -1], last[i],
                                        rtol=1e-4, atol=1e-4)
     assert together == alone
+
+
+def test_generation_never_emits_the_proxy_placeholder(tiny) -> None:
+    """A model whose head favours the proxy token (here forced) used to feed it back and crash the whole batch
+    with a placeholder/proxy count mismatch."""
+    model, _, codec = tiny
+    b = codec.prompts([_scene(3), SceneInput.empty()], ["What is <OBJ001>?", "Which object is the chair?"])
+    head = model.vlm.get_output_embeddings().weight
+    saved = head[model.proxy_token_id].clone()
+    try:
+        with torch.no_grad():
+            head[model.proxy_token_id] = 1e3 * model.vlm.model.language_model.norm.weight.sign()
+            hidden = model.vlm.model(inputs_embeds=model.embed(b.input_ids, b.scenes), attention_mask=b.attention_mask,
+                                     position_ids=model.position_ids(b.input_ids, b.attention_mask)).last_hidden_state
+            assert (torch.nn.functional.linear(hidden[:, -1], model.output_weight()).argmax(-1)
+                    == model.proxy_token_id).all()  # unmasked, greedy decoding would pick it
+        rows = model.generate_ids(b.input_ids, b.attention_mask, b.scenes, 3, eos_token_id=-1, pad_token_id=-1)
+    finally:
+        with torch.no_grad():
+            head[model.proxy_token_id] = saved
+    assert all(len(r) == 3 and model.proxy_token_id not in r for r in rows)

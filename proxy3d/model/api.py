@@ -54,10 +54,17 @@ class Bundle:
                     raise KeyError(f"item {it.get('id', '?')!r}: no SceneInput for scene {sid!r}; add it to scene_inputs "
                                    "(SceneInput.empty() for the blind baseline)")
                 out.append(scene_inputs[sid])
-            return out
-        if len(scene_inputs) != len(items):
-            raise ValueError(f"{len(scene_inputs)} scene inputs for {len(items)} items; pass one per item or a mapping")
-        return list(scene_inputs)
+        else:
+            if len(scene_inputs) != len(items):
+                raise ValueError(f"{len(scene_inputs)} scene inputs for {len(items)} items; pass one per item or a "
+                                 "mapping")
+            out = list(scene_inputs)
+        for it, scene in zip(items, out, strict=True):  # a swapped list would answer about the wrong room
+            sid = str(it.get("scene_id", ""))
+            if scene.scene_id and sid and scene.scene_id != sid:
+                raise ValueError(f"item {it.get('id', '?')!r} asks about scene {sid!r} but its SceneInput is of scene "
+                                 f"{scene.scene_id!r}; pass the inputs in item order or as {{scene_id: SceneInput}}")
+        return out
 
     def generate_with_ids(self, items: Sequence[Mapping[str, Any]],
                           scene_inputs: Mapping[str, SceneInput] | Sequence[SceneInput],

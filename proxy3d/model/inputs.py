@@ -33,6 +33,19 @@ class SceneInput:
     features: np.ndarray | None = None
     scene_id: str = ""
 
+    def __post_init__(self) -> None:
+        # a length-1 instance or category array would broadcast over every proxy and give wrong answers silently
+        k = np.shape(self.centers)[0] if np.ndim(self.centers) == 2 else -1
+        shapes = {"centers": np.shape(self.centers), "instance": np.shape(self.instance),
+                  "category": np.shape(self.category)}
+        if self.features is not None:
+            shapes["features"] = np.shape(self.features)
+        ok = (k >= 0 and shapes["centers"][1:] == (3,) and shapes["instance"] == (k,) and shapes["category"] == (k,)
+              and (self.features is None or (len(shapes["features"]) == 2 and shapes["features"][0] == k)))
+        if not ok:
+            raise ValueError(f"SceneInput {self.scene_id!r}: shapes {shapes}; need centers (K, 3), instance (K,), "
+                             "category (K,) and features (K, C) or None for the same K")
+
     def __len__(self) -> int:
         return int(self.centers.shape[0])
 

@@ -209,7 +209,10 @@ class Proxy3DModel(nn.Module):
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         rows: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
         for _ in range(max_new_tokens):
-            tok = F.linear(out.last_hidden_state[:, -1], w).argmax(-1)
+            logits = F.linear(out.last_hidden_state[:, -1], w)
+            # the proxy placeholder is never an answer: fed back, it would need a proxy row and stop the batch
+            logits[:, self.proxy_token_id] = float("-inf")
+            tok = logits.argmax(-1)
             for b in torch.nonzero(~done).flatten().tolist():
                 if int(tok[b]) == eos_token_id:
                     done[b] = True
