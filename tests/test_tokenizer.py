@@ -162,6 +162,32 @@ def test_bad_input_names_scene_and_shapes() -> None:
         ProxyTokenizer(10, method="kmeans")
 
 
+def test_an_object_without_proxies_is_dropped_not_merged_into_the_background() -> None:
+    """min_per_group=0 and a budget below the groups: the small object gets no proxy and its patches stay
+    unassigned (counted), instead of joining a background proxy whose feature they would then pollute."""
+    rng = np.random.default_rng(0)
+    cells = np.array([[0.25, 0.25, 0.25], [1.25, 0.25, 0.25], [0.25, 1.25, 0.25], [1.25, 1.25, 0.25]])
+    bg = np.concatenate([c + rng.uniform(-0.2, 0.2, (6, 3)) for c in cells])  # 4 background voxels x 6 patches
+    obj = np.array([0.3, 0.3, 0.3]) + rng.normal(0, 0.01, (3, 3))  # object 7: 3 patches inside voxel 0
+    pts = np.r_[bg, obj].astype(np.float32)
+    labels = np.r_[np.full(len(bg), -1), np.full(3, 7)].astype(np.int32)
+    n = len(pts)
+    t = Triplets("s", rng.normal(size=(n, 4)).astype(np.float32), pts, labels, np.ones(n, bool),
+                 np.zeros(n, np.int16), {7: 42}, {})
+    p = ProxyTokenizer(4, min_per_group=0).tokenize(t)
+    assert len(p) == 4 and (p.instance == -1).all()
+    assert (p.members[len(bg):] == -1).all() and p.meta["dropped_patches"] == 3 and p.meta["dropped_groups"] == 1
+
+
+def test_inconsistent_cap_and_labels_below_minus_one_are_refused() -> None:
+    with pytest.raises(ValueError, match="per_object_cap=2 is below proxies.min_per_group=3"):
+        ProxyTokenizer(30, min_per_group=3, per_object_cap=2)
+    t = make_triplets(100, 8, seed=8)
+    t.labels[:3] = -2  # the majority vote keys label + 1: a -2 landed on the previous proxy's top label
+    with pytest.raises(ValueError, match="label -2 < -1"):
+        ProxyTokenizer(10, method="uniform").tokenize(t)
+
+
 def test_mask_outliers_are_detached_before_grouping() -> None:
     from proxy3d.tokenizer.grouping import detach_outliers
 

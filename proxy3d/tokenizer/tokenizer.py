@@ -12,8 +12,9 @@ Invalid patches and patches with non-finite points are dropped (counted in ``met
 and get ``members = -1``; so do semantic's sparse mixed patches (``meta["sparse"]``: points between two
 surfaces, on neither). Background voxels too sparse to earn a proxy (their share of the budget
 rounds to 0) join the nearest background proxy within two voxels, else stay unassigned; when objects
-outnumber the budget, the smallest objects get no proxy (``allocation`` documents the policy). Both
-are counted in ``meta["dropped_patches"]``/``meta["dropped_groups"]``.
+outnumber the budget, the smallest objects get no proxy (``allocation`` documents the policy), and their
+patches stay unassigned. ``meta["dropped_patches"]`` counts every patch of the valid ones in no proxy (the
+sparse ones included), ``meta["dropped_groups"]`` the groups that got no proxy.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ class ProxyTokenizer:
                         ("kmeans_iters", kmeans_iters), ("knn", knn), ("kmeans_sample", kmeans_sample)):
             if int(v) < 0:
                 raise ValueError(f"proxies.{name} must be >= 0, got {v}")
+        if 0 < int(per_object_cap) < int(min_per_group):
+            raise ValueError(f"proxies.per_object_cap={per_object_cap} is below proxies.min_per_group={min_per_group}: "
+                             "an object cannot get at least the minimum and at most the cap; raise the cap or set it "
+                             "to 0 (no cap)")
         self.budget, self.method = int(budget), method
         self.min_per_group, self.per_object_cap = int(min_per_group), int(per_object_cap)
         self.background_voxel, self.kmeans_iters = float(background_voxel), int(kmeans_iters)
@@ -106,7 +111,8 @@ class ProxyTokenizer:
                                  seed=self.seed, neighbours=self.knn, sample=self.kmeans_sample)
             bg_cluster = np.repeat(~g.is_object, k)
             assign = np.full(N, -1, dtype=np.int64)
-            assign[keep] = _absorb_sparse_background(points[keep], sub, bg_cluster, 2.0 * self.background_voxel)
+            assign[keep] = _absorb_sparse_background(points[keep], sub, bg_cluster, 2.0 * self.background_voxel,
+                                                     ~g.is_object[g.index])
             info.update(groups=int(g.label.size), dropped_groups=int(((k == 0) & (g.sizes > 0)).sum()),
                         dropped_patches=int((assign < 0).sum()))
         elif self.method == "global_kmeans":
@@ -174,10 +180,12 @@ class ProxyTokenizer:
 
 
 def _absorb_sparse_background(points: np.ndarray, assign: np.ndarray, bg_cluster: np.ndarray,
-                              radius: float) -> np.ndarray:
-    """Patches of background voxels too sparse to earn a proxy join the nearest background proxy
-    (by centre) within ``radius``; farther ones (isolated segmenter misses) stay unassigned (-1)."""
-    lost = np.flatnonzero(assign < 0)
+                              radius: float, background: np.ndarray) -> np.ndarray:
+    """Patches of background voxels (``background`` (N,) bool) too sparse to earn a proxy join the nearest
+    background proxy (by centre) within ``radius``; farther ones (isolated segmenter misses) stay unassigned
+    (-1). Patches of an object that got no proxy (``min_per_group`` = 0) stay unassigned too: in a background
+    proxy they would mix the object's features into the floor's."""
+    lost = np.flatnonzero((assign < 0) & background)
     bg_ids = np.flatnonzero(bg_cluster)
     if lost.size == 0 or bg_ids.size == 0:
         return assign
@@ -199,4 +207,7 @@ def _check(t: Triplets) -> int:
         if tuple(arr.shape) != shape:
             raise ValueError(f"{where}: {name} has shape {tuple(arr.shape)}, expected {shape} to match features "
                              f"{tuple(t.features.shape)}; re-run the triplets stage")
+    if L and int(np.min(t.labels)) < -1:  # the majority vote keys labels as label + 1 >= 0
+        raise ValueError(f"{where}: label {int(np.min(t.labels))} < -1; instance labels are object ids >= 0, or -1 "
+                         "for no mask")
     return L
