@@ -100,7 +100,9 @@ def _save(path: Path, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> N
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp), metadata={"json": json.dumps(meta)})
 
 
-def _load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def _load(path: Path, kind: str = "", required: tuple[str, ...] = ()) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Tensors and JSON metadata of a safetensors file; ``required`` tensors (and a scene id) must be there, else
+    an error that says which file this is not (e.g. proxies given where triplets are expected)."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -109,6 +111,10 @@ def _load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     with safe_open(str(path), framework="numpy") as f:
         meta = json.loads((f.metadata() or {}).get("json", "{}"))
         tensors = {k: f.get_tensor(k) for k in f.keys()}
+    missing = [k for k in required if k not in tensors] + ([] if "scene_id" in meta or not required else ["scene_id"])
+    if missing:
+        raise ValueError(f"{path}: not a {kind} file (missing {missing}; has {sorted(tensors)}); pass the output "
+                         f"of the stage that writes {kind}")
     return tensors, meta
 
 
@@ -120,7 +126,7 @@ def save_triplets(t: Triplets, path: str | Path) -> None:
 
 
 def load_triplets(path: str | Path) -> Triplets:
-    x, meta = _load(Path(path))
+    x, meta = _load(Path(path), "triplets", ("features", "points", "labels", "valid", "frame"))
     return Triplets(scene_id=meta["scene_id"], features=x["features"], points=x["points"], labels=x["labels"],
                     valid=x["valid"].astype(bool), frame=x["frame"],
                     instance_category={int(k): int(v) for k, v in meta.get("instance_category", {}).items()},
@@ -137,6 +143,6 @@ def save_proxies(p: Proxies, path: str | Path) -> None:
 
 
 def load_proxies(path: str | Path) -> Proxies:
-    x, meta = _load(Path(path))
+    x, meta = _load(Path(path), "proxies", ("features", "centers", "instance", "category", "count"))
     return Proxies(scene_id=meta["scene_id"], features=x["features"], centers=x["centers"], instance=x["instance"],
                    category=x["category"], count=x["count"], members=x.get("members"), meta=meta.get("meta", {}))

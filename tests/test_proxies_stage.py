@@ -48,10 +48,11 @@ def test_stage_main_fails_clearly_without_triplets(tmp_path: Path) -> None:
 
 
 def test_tokenize_tool_on_a_folder(triplets_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = tool.main([str(triplets_dir), "--budget", "120", "--method", "fps", "--out", str(tmp_path),
-                    "--params", str(tmp_path / "none.yaml")])
+    (tmp_path / "empty.yaml").write_text("")  # the built-in defaults (a missing --params file is an error)
+    rc = tool.main([str(triplets_dir), "--budget", "120", "--method", "fps", "--out", str(tmp_path / "out"),
+                    "--params", str(tmp_path / "empty.yaml")])
     assert rc == 0 and "120 tokens" in capsys.readouterr().out
-    assert len(load_proxies(tmp_path / "scene0001_00.safetensors")) == 120
+    assert len(load_proxies(tmp_path / "out" / "scene0001_00.safetensors")) == 120
 
 
 def test_semantic_beats_global_kmeans_on_oracle_grounding() -> None:

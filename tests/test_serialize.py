@@ -73,3 +73,29 @@ def test_tokenize_file_writes_and_reports(tmp_path: Path) -> None:
     # a second run writes the same bytes (no wall time in the file), so DVC sees unchanged proxies
     ProxyTokenizer(150).tokenize_file(tmp_path / "scene0001_00.safetensors", tmp_path / "out" / "q.safetensors")
     assert (tmp_path / "out" / "p.safetensors").read_bytes() == (tmp_path / "out" / "q.safetensors").read_bytes()
+
+
+def test_tokenize_cli_names_outputs_by_scene_and_refuses_bad_arguments(tmp_path: Path, capsys) -> None:
+    import pytest
+
+    from proxy3d.stages.tokenize import main
+    from proxy3d.types import save_triplets
+
+    src = tmp_path / "triplets"
+    save_triplets(make_triplets(800, 8, seed=11, scene_id="sceneB"), src / "wrongname.safetensors")
+    assert main([str(src), "--budget", "40", "--out", str(tmp_path / "out")]) == 0
+    # readers look proxies up as <scene_id>.safetensors: named after the input file, this scene was skipped
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["sceneB.safetensors"]
+    assert len(load_proxies(tmp_path / "out" / "sceneB.safetensors")) == 40
+    assert "sceneB: 40 tokens" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="is the folder of the input triplets"):
+        main([str(src), "--out", str(src)])
+    with pytest.raises(ValueError, match="--budget 0: a scene needs at least 1"):
+        main([str(src), "--budget", "0", "--out", str(tmp_path / "o2")])
+    with pytest.raises(FileNotFoundError, match="--params .*nope.yaml: no such file"):
+        main([str(src), "--params", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o2")])
+    with pytest.raises(ValueError, match="not a triplets file .*missing \\['points'"):
+        main([str(tmp_path / "out" / "sceneB.safetensors"), "--out", str(tmp_path / "o3")])
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="is a file; give a folder"):
+        main([str(src), "--out", str(tmp_path / "afile")])

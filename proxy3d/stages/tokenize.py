@@ -16,22 +16,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("triplets", type=Path, help="a triplets .safetensors file or a folder of them")
     ap.add_argument("--budget", type=int, default=None, help="max tokens per scene (default: proxies.budget)")
     ap.add_argument("--method", choices=METHODS, default=None, help="tokenizer (default: proxies.method)")
-    ap.add_argument("--out", type=Path, required=True, help="output folder")
-    ap.add_argument("--params", default="params.yaml", help="params file for the other proxies.* settings")
+    ap.add_argument("--out", type=Path, required=True,
+                    help="output folder (not the input folder); each scene is written as <scene_id>.safetensors")
+    ap.add_argument("--params", default=None,
+                    help="params file for the other proxies.* settings (default: params.yaml if present, else the "
+                         "built-in defaults)")
     args = ap.parse_args(argv)
-    p = load_params(args.params).proxies
+    if args.params is not None and not Path(args.params).is_file():
+        raise FileNotFoundError(f"--params {args.params}: no such file; pass an existing params.yaml or leave it out")
+    if args.budget is not None and args.budget < 1:
+        raise ValueError(f"--budget {args.budget}: a scene needs at least 1 proxy token")
+    p = load_params(args.params or "params.yaml").proxies
     over = {k: v for k, v in (("budget", args.budget), ("method", args.method)) if v is not None}
     tok = ProxyTokenizer.from_params(p, **over)
     if args.triplets.is_dir():
         files = sorted(args.triplets.glob("*.safetensors"))
+        source_dir = args.triplets
     elif args.triplets.exists():
-        files = [args.triplets]
+        files, source_dir = [args.triplets], args.triplets.parent
     else:
         raise FileNotFoundError(f"{args.triplets}: no such file or folder; pass a triplets .safetensors file or folder")
     if not files:
         raise FileNotFoundError(f"{args.triplets}: folder holds no *.safetensors triplets")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file; give a folder for the proxies")
+    if args.out.resolve() == source_dir.resolve():
+        raise ValueError(f"--out {args.out} is the folder of the input triplets: the proxies would replace them; "
+                         "give another folder")
     for f in files:
-        s = tok.tokenize_file(f, args.out / f.name)
+        s = tok.tokenize_file(f, out_dir=args.out)
         print(f"{s['scene_id']}: {s['tokens']} tokens from {s['valid']} valid patches "
-              f"({s['nan_dropped']} NaN dropped, {s['unassigned']} unassigned) in {s['time_s']:.3f} s -> {args.out / f.name}")
+              f"({s['nan_dropped']} NaN dropped, {s['unassigned']} unassigned) in {s['time_s']:.3f} s -> {s['path']}")
     return 0

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial import cKDTree
 
+from proxy3d.io import validate_scene_id
 from proxy3d.tokenizer import baselines, pooling
 from proxy3d.tokenizer.allocation import allocate
 from proxy3d.tokenizer.clustering import BACKENDS, grouped_kmeans
@@ -168,13 +169,21 @@ class ProxyTokenizer:
                        category=category, count=pooling.counts(members, K).astype(np.int32),
                        members=members.astype(np.int32), meta=meta)
 
-    def tokenize_file(self, in_path: str | Path, out_path: str | Path) -> dict[str, Any]:
-        """Load triplets, tokenize, save proxies (atomic). Returns the proxies' stats (``meta``) with the scene id.
+    def tokenize_file(self, in_path: str | Path, out_path: str | Path | None = None,
+                      out_dir: str | Path | None = None) -> dict[str, Any]:
+        """Load triplets, tokenize, save proxies (atomic) to ``out_path``, or to ``out_dir/<scene_id>.safetensors``
+        (the name every reader of proxies looks up; the scene id is validated). Returns the proxies' stats
+        (``meta``) with the scene id and the written ``path``.
 
         The wall time (``meta["time_s"]``) is returned but not saved: the same proxies are then the same bytes, so a
         tokenizer change that leaves the proxies alone does not make DVC retrain the stages that read them."""
-        p = self.tokenize(load_triplets(in_path))
-        stats = {"scene_id": p.scene_id, "tokens": len(p), **p.meta}
+        t = load_triplets(in_path)
+        if out_path is None:
+            if out_dir is None:
+                raise ValueError("tokenize_file needs out_path or out_dir")
+            out_path = Path(out_dir) / f"{validate_scene_id(t.scene_id, str(in_path))}.safetensors"
+        p = self.tokenize(t)
+        stats = {"scene_id": p.scene_id, "tokens": len(p), **p.meta, "path": str(out_path)}
         save_proxies(dataclasses.replace(p, meta={k: v for k, v in p.meta.items() if k != "time_s"}), out_path)
         return stats
 
