@@ -5,8 +5,10 @@ are never used, so they show what semantic grouping adds.
 
 * ``uniform``: pooled patches — consecutive runs of the patch sequence (frame-major, raster order) of
   equal length, like average-pooling video patch tokens down to the budget.
-* ``voxel``: LLaVA-3D-style voxel pooling — the smallest voxel edge whose occupied voxels fit the
-  budget (bisection), one token per occupied voxel.
+* ``voxel``: LLaVA-3D-style voxel pooling — a voxel edge whose occupied voxels fit the budget (bisection on
+  the edge), one token per occupied voxel. The count is not monotone in the edge (the grid's alignment with the
+  surfaces changes), so the bisection can stop 3–9% below the budget where a slightly other edge would fit
+  more (e.g. 643 of 700 where 684 exists); the tables report each method's actual token count.
 * ``fps``: farthest point sampling of K seeds (first seed: the patch nearest the origin), every patch
   joins its nearest seed.
 * ``global_kmeans``: k-means on all points with no semantic grouping (the paper's ablation).
