@@ -141,6 +141,9 @@ def test_scan2cap_item_errors_name_the_line_of_the_item(tmp_path: Path):
     bad.write_text('{\n  "scene0000_00": [],\n  "scene0001_00": "a big bed"\n}\n')
     with pytest.raises(PredictionFormatError, match=r"cap\.json:3: 'scene0001_00': expected a list"):
         score_file("scan2cap", bad, [FIX / "scan2cap_gt.json"], BOXES, meteor=False)
+    twice = tmp_path / "twice.json"  # a repeated scene key: json.loads keeps one, every item is still read
+    twice.write_text('{"scene0001_00": [], "scene0000_00": [],\n' + text.lstrip()[1:])
+    assert score_file("scan2cap", twice, [FIX / "scan2cap_gt.json"], BOXES, meteor=False)["n_predictions"] == 3
     compact = tmp_path / "compact.json"  # the same predictions on one line score the same
     compact.write_text(json.dumps(json.loads(text)))
     assert score_file("scan2cap", compact, [FIX / "scan2cap_gt.json"], BOXES, meteor=False) == ok

@@ -9,7 +9,7 @@ with columns ``scene_id, object_id, label, center_x/y/z, size_x/y/z`` (``artifac
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ def iter_records(path: str | Path) -> Iterator[tuple[int, Any]]:
                 raise PredictionFormatError(f"{path}:{i}: not valid JSON ({e.msg}, column {e.colno}); "
                                             "expected one JSON object per line or one JSON array") from None
         return
-    yield from _array(path, text, len(text) - len(stripped) + 1)
+    yield from _array(path, text, len(text) - len(stripped) + 1)[0]
 
 
 def _skip_space(text: str, pos: int) -> int:
@@ -52,23 +52,24 @@ def _skip_space(text: str, pos: int) -> int:
     return pos
 
 
-def _array(path: Path, text: str, pos: int) -> Generator[tuple[int, Any], None, int]:
-    """``(line, element)`` of the JSON array whose '[' is just before ``pos``; returns the position after ']'."""
+def _array(path: Path, text: str, pos: int) -> tuple[list[tuple[int, Any]], int]:
+    """``[(line, element), ...]`` of the JSON array whose '[' is just before ``pos``, and the position after ']'."""
+    items: list[tuple[int, Any]] = []
     pos = _skip_space(text, pos)
     if pos < len(text) and text[pos] == "]":
-        return pos + 1
+        return items, pos + 1
     while True:
         try:
             obj, end = _DECODER.raw_decode(text, pos)
         except json.JSONDecodeError as e:
             raise PredictionFormatError(f"{path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno}); "
                                         "fix the file (it must be a JSON array of objects)") from None
-        yield _line(text, pos), obj
+        items.append((_line(text, pos), obj))
         pos = _skip_space(text, end)
         if pos >= len(text):
             raise PredictionFormatError(f"{path}:{_line(text, pos)}: JSON array is not closed with ']'")
         if text[pos] == "]":
-            return pos + 1
+            return items, pos + 1
         if text[pos] != ",":
             raise PredictionFormatError(f"{path}:{_line(text, pos)}: expected ',' or ']' between records, "
                                         f"found {text[pos]!r}")
@@ -77,33 +78,25 @@ def _array(path: Path, text: str, pos: int) -> Generator[tuple[int, Any], None, 
 
 def iter_keyed_arrays(path: str | Path, what: str) -> Iterator[tuple[str, list[tuple[int, Any]]]]:
     """``(key, [(line, element), ...])`` of a JSON object whose values are arrays (Scan2Cap's
-    ``{scene_id: [{caption, box}, ...]}``), so an error about an element can name its line; ``what`` describes
-    the expected elements in errors."""
+    ``{scene_id: [{caption, box}, ...]}``), in file order and a repeated key each time, so an error about an
+    element can name its line; ``what`` describes the expected elements in errors."""
     path = Path(path)
-    doc = load_json(path)  # syntax errors, with their line
+    doc = load_json(path)  # syntax errors, with their line; the walk below can then trust the structure
     if not isinstance(doc, dict):
         raise PredictionFormatError(f"{path}:1: expected a JSON object {{key: [{what}, ...]}}, "
                                     f"got {type(doc).__name__}")
     text = path.read_text(encoding="utf-8")
-    pos = _skip_space(text, 0) + 1  # after '{'
-    for _ in range(len(doc) if doc else 0):
-        pos = _skip_space(text, pos)
+    pos = _skip_space(text, _skip_space(text, 0) + 1)  # after '{'
+    while text[pos] != "}":
         key, pos = _DECODER.raw_decode(text, pos)
         pos = _skip_space(text, _skip_space(text, pos) + 1)  # past ':'
         if text[pos] != "[":
             raise PredictionFormatError(f"{path}:{_line(text, pos)}: {key!r}: expected a list of {what}")
-        items: list[tuple[int, Any]] = []
-        gen = _array(path, text, pos + 1)
-        while True:
-            try:
-                items.append(next(gen))
-            except StopIteration as stop:
-                pos = stop.value
-                break
+        items, pos = _array(path, text, pos + 1)
         yield str(key), items
         pos = _skip_space(text, pos)
-        if pos < len(text) and text[pos] == ",":
-            pos += 1
+        if text[pos] == ",":
+            pos = _skip_space(text, pos + 1)
 
 
 def load_json(path: str | Path) -> Any:
