@@ -27,8 +27,7 @@ from tqdm import tqdm
 
 from proxy3d.eval.metrics import to_float
 from proxy3d.eval.records import Boxes
-from proxy3d.eval.tasks import GROUNDING_TASKS, score_pairs
-from proxy3d.model.inputs import text_or_none
+from proxy3d.eval.tasks import GROUNDING_TASKS, question_type, score_pairs
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +148,7 @@ def frequency_predictions(items: Sequence[dict], train: Sequence[dict]) -> list[
     for it in train:
         a = it.get("answers")
         if a is not None and len(a):
-            for key in ((str(it["task"]), (text_or_none(it.get("question_type")) or "")), (str(it["task"]), "")):
+            for key in ((str(it["task"]), question_type(it)), (str(it["task"]), "")):
                 answers.setdefault(key, []).append(str(a[0]))
 
     def prior(key: tuple[str, str]) -> str:
@@ -160,7 +159,7 @@ def frequency_predictions(items: Sequence[dict], train: Sequence[dict]) -> list[
         counts = Counter(vals)
         return min(counts, key=lambda v: (-counts[v], v)) if counts else ""
 
-    return [prior((str(it["task"]), (text_or_none(it.get("question_type")) or ""))) if it["task"] in FREQUENCY_TASKS else ""
+    return [prior((str(it["task"]), question_type(it))) if it["task"] in FREQUENCY_TASKS else ""
             for it in items]
 
 

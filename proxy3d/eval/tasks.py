@@ -47,6 +47,11 @@ def _ids(item: dict[str, Any]) -> list[int]:
     return [] if v is None else [int(i) for i in v]
 
 
+def question_type(item: dict[str, Any]) -> str:
+    """The item's question type, "" when missing (None, or the NaN of a null Parquet cell)."""
+    return text_or_none(item.get("question_type")) or ""
+
+
 def answers_of(item: dict[str, Any]) -> list[str]:
     v = item.get("answers")
     return [] if v is None else [str(a) for a in v]
@@ -166,7 +171,7 @@ def vsibench_item_scores(items: Sequence[dict], preds: Sequence[str]) -> tuple[l
     """Per item: question type (the task for items without a VSI type) and score (accuracy or MRA)."""
     types, scores = [], []
     for it, pred in zip(items, preds, strict=True):
-        qt = text_or_none(it.get("question_type")) or ""
+        qt = question_type(it)
         if qt not in metrics.VSI_MC_TYPES + metrics.VSI_NUM_TYPES:
             qt = str(it["task"])
         types.append(qt)
