@@ -127,10 +127,16 @@ def field(path: Path, line: int, rec: Any, key: str, kind: type | tuple[type, ..
     if key not in rec:
         raise PredictionFormatError(f"{path}:{line}: missing field {key!r} (has {sorted(rec)[:8]}); "
                                     "see 'proxy3d score --help' for the expected format")
-    value = rec[key]
+    return check_kind(path, line, key, rec[key], kind)
+
+
+def check_kind(path: Path, line: int | str, key: str, value: Any, kind: type | tuple[type, ...] = object,
+               expected: str = "") -> Any:
+    """``value`` if it is a ``kind`` (a bool only where ``kind`` is bool), else an error naming file, line and key
+    (``expected`` describes ``kind`` in it; default its name)."""
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
         raise PredictionFormatError(f"{path}:{line}: field {key!r} = {str(value)[:60]!r} has type "
-                                    f"{type(value).__name__}, expected {getattr(kind, '__name__', kind)}")
+                                    f"{type(value).__name__}, expected {expected or getattr(kind, '__name__', kind)}")
     return value
 
 

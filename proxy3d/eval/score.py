@@ -27,6 +27,7 @@ from proxy3d.eval.records import (
     Boxes,
     PredictionFormatError,
     as_int,
+    check_kind,
     field,
     iter_keyed_arrays,
     iter_records,
@@ -85,10 +86,7 @@ class _Predictions:
 def _text(path: Path, line: int | str, value: Any, key: str) -> str:
     """A predicted answer: a string (a number is read as its text); null, lists and objects are format errors
     (str(None) would be "None", which answer cleaning turns into "zero" and scores right against "0")."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise PredictionFormatError(f"{path}:{line}: field {key!r} = {str(value)[:60]!r} has type "
-                                    f"{type(value).__name__}, expected a string")
-    return str(value)
+    return str(check_kind(path, line, key, value, (str, int, float), "a string"))
 
 
 def score_scanrefer(pred: Path, anns: list[Path], boxes_src: Path, meteor: bool = True,
