@@ -33,7 +33,7 @@ def run(p: ProxiesParams, triplets_dir: Path, out_dir: Path, plot_path: Path, tr
         raise FileNotFoundError(f"{triplets_dir}: no *.safetensors triplets; run 'proxy3d triplets' "
                                 "(or 'dvc repro triplets') first, or pass --triplets")
     tok = ProxyTokenizer.from_params(p)
-    stats = [tok.tokenize_file(f, Path(out_dir) / f.name) for f in tqdm(files, desc="proxies", unit="scene")]
+    stats = [tok.tokenize_file(f, out_dir=out_dir) for f in tqdm(files, desc="proxies", unit="scene")]
     scenes = []
     for f in files:  # the grid needs points, labels and boxes only: drop features to bound memory
         t = load_triplets(f)
