@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -139,3 +141,66 @@ def test_vggt_alignment_brings_first_camera_points_to_world(source):
     else:
         assert abs(sim.scale * scale - 1) < 0.01
         assert np.median(np.linalg.norm(out - ref, axis=1)) < 0.01
+
+
+def test_vggt_without_poses_puts_every_frame_of_a_scene_in_one_world_frame():
+    """VGGT reconstructs each call in that call's first camera: fed in batches of ``perception.batch_size``,
+    a pose-less scene came out in one world frame per batch (batch 1 rotated 180 degrees from batch 0)."""
+    from proxy3d.perception.geometry import VGGTGeometry
+    from proxy3d.perception.masks import GTMasks
+    from proxy3d.perception.triplets import TripletBuilder
+
+    boxes, frames = toy_scene(n_frames=16, size=(48, 64))
+    world = {f.index: DepthGeometry().points([f])[0][0].astype(np.float64) for f in frames}
+    poses = {f.index: f.pose.copy() for f in frames}
+    calls = []
+
+    class StubVGGT(VGGTGeometry):  # what VGGT returns: the call's first-camera frame, normalised scale
+        def __init__(self) -> None:
+            self.seed, self.depth, self.conf_quantile = 0, DepthGeometry(), 0.0
+
+        def _predict(self, fr):
+            calls.append(len(fr))
+            to0, s = np.linalg.inv(poses[fr[0].index]), 0.37
+            pts = np.stack([s * (world[f.index] @ to0[:3, :3].T + to0[:3, 3]) for f in fr])
+            cent = np.stack([s * (poses[f.index][:3, 3] @ to0[:3, :3].T + to0[:3, 3]) for f in fr])
+            return pts, np.ones(pts.shape[:3]), cent
+
+    class Encoder:
+        grid_size, dim, name, stride, input_size = (6, 8), 4, "stub", 8, (48, 64)
+
+        def encode(self, batch):
+            return np.zeros((len(batch), 6, 8, 4), np.float32)
+
+    for f in frames:
+        f.pose = np.full((4, 4), np.nan)  # a video: depth but no poses
+    t = TripletBuilder(Encoder(), StubVGGT(), GTMasks(), batch_size=8).build("s", iter(frames), n_frames=16,
+                                                                             progress=False)
+    assert calls == [16]
+    from proxy3d.perception.align import umeyama
+    from proxy3d.perception.triplets import patch_points
+
+    ref = np.concatenate([patch_points(*(a[0] for a in DepthGeometry().points(
+        [dataclasses.replace(f, pose=poses[f.index])])), (6, 8))[0] for f in frames]).astype(np.float64)
+    ok = t.valid
+    sim = umeyama(ref[ok], t.points[ok].astype(np.float64))  # one similarity must explain every frame
+    assert np.median(np.linalg.norm(sim.apply(ref[ok]) - t.points[ok], axis=1)) < 0.01
+
+
+def test_mixed_resolution_frames_are_named_before_any_backend_stacks_them():
+    from proxy3d.perception.masks import GTMasks
+    from proxy3d.perception.triplets import TripletBuilder
+
+    _, small = toy_scene(n_frames=1, size=(48, 64))
+    _, large = toy_scene(n_frames=1, size=(60, 80))
+    large[0].index = 1
+
+    class Encoder:
+        grid_size, dim, name, stride, input_size = (6, 8), 4, "stub", 8, (48, 64)
+
+        def encode(self, batch):
+            return np.zeros((len(batch), 6, 8, 4), np.float32)
+
+    with pytest.raises(ValueError, match="frame 1 is .*all frames of a scene must share one resolution"):
+        TripletBuilder(Encoder(), DepthGeometry(), GTMasks(), batch_size=8).build("s", iter(small + large),
+                                                                                  progress=False)

@@ -7,8 +7,10 @@
   first-camera, scale-normalised point maps; they are brought to the world frame by a robust similarity
   (:func:`proxy3d.perception.align.robust_umeyama`) fitted to depth points placed by the known poses, or
   to the known camera centres; without poses, depth gives the metric scale and the dominant floor plane
-  gives up and floor height (heading and origin then follow the first camera). Each call is aligned on
-  its own, so without poses pass the whole scene in one call.
+  gives up and floor height (heading and origin then follow the first camera). Each call is one
+  reconstruction aligned on its own, so :class:`~proxy3d.perception.triplets.TripletBuilder` passes a
+  scene's frames in one call (``whole_scene``): batches of frames would each get their own first camera
+  and, without poses, their own world frame.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class DepthGeometry:
     (identity when poses are already in the axis-aligned world frame, as the scene reader returns them)."""
 
     name = "depth"
+    whole_scene = False  # frames are independent: any batch size gives the same points
 
     def __init__(self, axis_alignment: np.ndarray | None = None) -> None:
         self.axis_alignment = np.eye(4) if axis_alignment is None else np.asarray(axis_alignment, np.float64)
@@ -73,6 +76,7 @@ class VGGTGeometry:
     """VGGT point maps aligned to the world frame. Needs the ``vggt`` package and a local checkpoint."""
 
     name = "vggt"
+    whole_scene = True  # one reconstruction per call: the scene's frames must come in one call
 
     def __init__(self, checkpoint: str, device: str = "auto", resolution: int = 518, conf_quantile: float = 0.3,
                  seed: int = 0) -> None:

@@ -1,9 +1,11 @@
 """Fuse encoder features, point maps and masks into patch triplets (f, p, m) of one scene.
 
 Per patch: f = the encoder feature, p = median (per axis) of the valid pixel points inside the patch,
-m = the mask id with the largest area inside the patch (-1 if none, or if most of it is unannotated), valid = p has >= 1 valid pixel.
-Frames stream in batches; the only arrays that grow with the scene are the outputs (preallocated when
-the frame count is known) and, for ``sam2`` masks, the association's voxel sets.
+m = the mask id with the largest area inside the patch, where "unannotated" (-1) competes as one more id
+(ties go to the smaller id, so to -1: :func:`patch_labels`), valid = p has >= 1 valid pixel.
+Frames stream in batches of ``perception.batch_size`` (a whole-scene geometry backend, ``vggt``, gets the
+scene in one batch); the only arrays that grow with the scene are the outputs (preallocated when the frame
+count is known) and, for ``sam2`` masks, the association's voxel sets.
 """
 
 from __future__ import annotations
@@ -120,9 +122,17 @@ class TripletBuilder:
         n, image_size, indices, t0 = 0, None, [], time.perf_counter()
         bar = tqdm(total=n_frames, desc=scene_id, unit="frame", disable=not progress, leave=False)
         batch: list[Frame] = []
+        # a reconstruction backend (vggt) puts each call's frames in that call's own frame: give it the scene at once
+        limit = float("inf") if getattr(self.geometry, "whole_scene", False) else self.batch_size
 
         def flush() -> None:
             nonlocal n, feats, pts, labels, valid, image_size
+            for fr in batch:  # before any backend stacks the batch
+                if image_size is None:
+                    image_size = list(fr.rgb.shape[:2])
+                elif list(fr.rgb.shape[:2]) != image_size:
+                    raise ValueError(f"scene {scene_id!r}: frame {fr.index} is {fr.rgb.shape[:2]}, earlier frames "
+                                     f"{tuple(image_size)}; all frames of a scene must share one resolution")
             f = self.encoder.encode(batch).reshape(len(batch), per_frame, dim)
             p, v = self.geometry.points(batch)
             m = self.masks.masks(batch)
@@ -132,11 +142,6 @@ class TripletBuilder:
                 feats, pts = np.resize(feats, (grow, dim)), np.resize(pts, (grow, 3))
                 labels, valid = np.resize(labels, grow), np.resize(valid, grow)
             for k, fr in enumerate(batch):
-                if image_size is None:
-                    image_size = list(fr.rgb.shape[:2])
-                elif list(fr.rgb.shape[:2]) != image_size:
-                    raise ValueError(f"scene {scene_id!r}: frame {fr.index} is {fr.rgb.shape[:2]}, earlier frames "
-                                     f"{tuple(image_size)}; all frames of a scene must share one resolution")
                 local = m[k] if assoc is None else assoc.add(m[k], p[k], v[k])
                 sl = slice((n + k) * per_frame, (n + k + 1) * per_frame)
                 feats[sl] = f[k]
@@ -149,7 +154,7 @@ class TripletBuilder:
 
         for frame in frames:
             batch.append(frame)
-            if len(batch) >= self.batch_size:
+            if len(batch) >= limit:
                 flush()
         if batch:
             flush()
@@ -173,6 +178,9 @@ class TripletBuilder:
                 "image_size": image_size or [0, 0], "frame_indices": indices,
                 "geometry": getattr(self.geometry, "name", ""), "masks": getattr(self.masks, "name", ""),
                 "objects": objects_meta(objects)}
+        if n > np.iinfo(np.int16).max + 1:
+            raise ValueError(f"scene {scene_id!r}: {n} frames, but Triplets.frame is int16 (at most 32768 frames); "
+                             "sample fewer frames (params.yaml data.frames)")
         frame = np.repeat(np.arange(n, dtype=np.int16), per_frame)
         return Triplets(scene_id, feats, pts, labels, valid, frame, instance_category, meta)
 
