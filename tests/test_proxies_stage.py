@@ -117,3 +117,16 @@ def test_objects_no_frame_shows_stay_in_the_grounding_denominator() -> None:
     assert row["objects"] == len(objs) + 1
     assert row["visible"] == pytest.approx(100 * shown / (len(objs) + 1))
     assert row["acc50"] == pytest.approx(row["acc50_visible"] * shown / (len(objs) + 1))
+
+
+def test_evaluate_reads_the_proxies_file_only_when_it_was_made_at_the_variants_budget(triplets_dir: Path,
+                                                                                      tmp_path: Path) -> None:
+    """``evaluate`` run alone with another ``proxies.budget`` must not label the stage's 200-token file '@100'."""
+    from proxy3d.eval.evaluate import SceneInputs, Variant
+
+    stage.run(ProxiesParams(budget=200, eval_budgets=[200], eval_methods=["semantic"]), triplets_dir,
+              tmp_path / "proxies", tmp_path / "plot.png", NullTracker())
+    inputs = SceneInputs(tmp_path / "proxies", triplets_dir, ProxiesParams(budget=100))
+    assert len(inputs.get(Variant("semantic@100", budget=100), "scene0000_00").centers) == 100
+    inputs = SceneInputs(tmp_path / "proxies", triplets_dir, ProxiesParams(budget=200))
+    assert len(inputs.get(Variant("semantic@200", budget=200), "scene0000_00").centers) == 200

@@ -78,7 +78,13 @@ class SceneInputs:
             return SceneInput.empty(scene_id)
         cached = self.proxies_dir / f"{scene_id}.safetensors"
         if v.method == self.pp.method and v.budget == self.pp.budget and cached.exists():
-            return SceneInput.from_proxies(load_proxies(cached))
+            p = load_proxies(cached)
+            # the proxies stage's file is only this variant if it was made with this method and budget: evaluated
+            # alone with another proxies.budget, a "semantic@450" row had read the 700-token file
+            if p.meta.get("method") == v.method and p.meta.get("budget") == v.budget:
+                return SceneInput.from_proxies(p)
+            log.info("%s: %s was made with %s@%s, not %s: tokenizing the triplets", scene_id, cached,
+                     p.meta.get("method"), p.meta.get("budget"), v.name)
         from proxy3d.tokenizer.tokenizer import ProxyTokenizer
 
         tok = ProxyTokenizer.from_params(self.pp, method=v.method, budget=v.budget)
