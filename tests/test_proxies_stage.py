@@ -130,3 +130,21 @@ def test_evaluate_reads_the_proxies_file_only_when_it_was_made_at_the_variants_b
     assert len(inputs.get(Variant("semantic@100", budget=100), "scene0000_00").centers) == 100
     inputs = SceneInputs(tmp_path / "proxies", triplets_dir, ProxiesParams(budget=200))
     assert len(inputs.get(Variant("semantic@200", budget=200), "scene0000_00").centers) == 200
+
+
+def test_quality_grid_leaves_out_scenes_whose_labels_are_not_ground_truth(triplets_dir: Path, tmp_path: Path) -> None:
+    """``sam2`` labels are association ids: scored against ``meta["objects"]`` they gave Acc@0.5 = 0 silently."""
+    from proxy3d.types import load_triplets
+
+    mixed = tmp_path / "triplets"
+    mixed.mkdir()
+    for i, f in enumerate(sorted(triplets_dir.glob("*.safetensors"))):
+        t = load_triplets(f)
+        t.meta["masks"] = "sam2" if i == 0 else "gt"
+        save_triplets(t, mixed / f.name)
+    with pytest.raises(ValueError, match="perception.masks='sam2', not ground truth"):
+        evaluate_grid([load_triplets(mixed / "scene0000_00.safetensors")], ProxiesParams(budget=100))
+    p = ProxiesParams(budget=100, eval_budgets=[100], eval_methods=["semantic"])
+    m = stage.run(p, mixed, tmp_path / "proxies", tmp_path / "plot.png", NullTracker())
+    assert m["scenes"] == 2 and m["grid_scenes"] == 1
+    assert m["grid"]["clean"]["semantic"]["100"]["objects"] > 0

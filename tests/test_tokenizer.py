@@ -186,6 +186,8 @@ def test_inconsistent_cap_and_labels_below_minus_one_are_refused() -> None:
     t.labels[:3] = -2  # the majority vote keys label + 1: a -2 landed on the previous proxy's top label
     with pytest.raises(ValueError, match="label -2 < -1"):
         ProxyTokenizer(10, method="uniform").tokenize(t)
+    with pytest.raises(ValueError, match="proxies.knn must be >= 1, got 0"):  # had failed later, in the BFS walk
+        ProxyTokenizer(30, knn=0)
 
 
 def test_mask_outliers_are_detached_before_grouping() -> None:

@@ -18,7 +18,7 @@ from proxy3d.config import ProxiesParams, flat_dict
 from proxy3d.io import write_json
 from proxy3d.stages._common import load_stage_params, stage_parser
 from proxy3d.tokenizer import ProxyTokenizer
-from proxy3d.tokenizer.quality import evaluate_grid
+from proxy3d.tokenizer.quality import evaluate_grid, has_gt_labels
 from proxy3d.tokenizer.report import plot_budget
 from proxy3d.tracking import Tracker
 from proxy3d.types import load_triplets
@@ -34,16 +34,20 @@ def run(p: ProxiesParams, triplets_dir: Path, out_dir: Path, plot_path: Path, tr
                                 "(or 'dvc repro triplets') first, or pass --triplets")
     tok = ProxyTokenizer.from_params(p)
     stats = [tok.tokenize_file(f, out_dir=out_dir) for f in tqdm(files, desc="proxies", unit="scene")]
-    scenes = []
+    scenes, no_gt = [], []
     for f in files:  # the grid needs points, labels and boxes only: drop features to bound memory
         t = load_triplets(f)
         t.features = np.zeros((len(t), 0), dtype=np.float32)
-        scenes.append(t)
-    grid = evaluate_grid(scenes, p)
+        (scenes if has_gt_labels(t) else no_gt).append(t)
+    if no_gt:
+        log.warning("proxies: %d of %d scenes have %s labels, not ground truth: they are left out of the quality "
+                    "grid (oracle metrics need perception.masks=gt)", len(no_gt), len(files),
+                    ", ".join(sorted({str(t.meta.get("masks")) for t in no_gt})))
+    grid = evaluate_grid(scenes, p) if scenes else {}
     key = str(p.budget)
     gap = {c: grid[c]["semantic"][key]["acc50"] - grid[c]["global_kmeans"][key]["acc50"]
            for c in grid if key in grid[c].get("semantic", {}) and key in grid[c].get("global_kmeans", {})}
-    metrics = {"scenes": len(files), "method": p.method, "budget": p.budget,
+    metrics = {"scenes": len(files), "grid_scenes": len(scenes), "method": p.method, "budget": p.budget,
                "tokens_per_scene": float(np.mean([s["tokens"] for s in stats])),
                "time_s_per_scene": float(np.mean([s["time_s"] for s in stats])),
                "nan_dropped": int(sum(s["nan_dropped"] for s in stats)),

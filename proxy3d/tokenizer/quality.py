@@ -48,6 +48,12 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def has_gt_labels(t: Triplets) -> bool:
+    """Whether ``t.labels`` are ground-truth object ids (``gt`` masks, or triplets that name no mask backend):
+    ``sam2`` labels are association ids numbered by first sighting, unrelated to ``meta["objects"]``."""
+    return t.meta.get("masks", "gt") in ("gt", "")
+
+
 def gt_boxes(t: Triplets, points: np.ndarray, labels: np.ndarray) -> dict[int, np.ndarray]:
     """Object id -> (6,) ground-truth box from ``meta["objects"]``, else from the labelled patches."""
     objs = t.meta.get("objects") or []
@@ -111,6 +117,12 @@ def summarize(counts: list[dict[str, float]]) -> dict[str, float]:
 def evaluate_grid(scenes: list[Triplets], p: Any) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
     """Metrics for every method × budget in ``p`` (ProxiesParams), clean and noisy:
     ``{"clean"|"noisy": {method: {str(budget): summarize(...)}}}``."""
+    for t in scenes:
+        if not has_gt_labels(t):
+            raise ValueError(f"scene {t.scene_id!r}: its patch labels come from perception.masks="
+                             f"{t.meta.get('masks')!r}, not ground truth, so purity, coverage and oracle grounding "
+                             "would compare association ids with object ids; build the triplets with "
+                             "perception.masks=gt to measure the tokenizer")
     out: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     for cond, noise in (("clean", None), ("noisy", p.label_noise)):
         out[cond] = {}

@@ -58,6 +58,9 @@ class ProxyTokenizer:
                         ("kmeans_iters", kmeans_iters), ("knn", knn), ("kmeans_sample", kmeans_sample)):
             if int(v) < 0:
                 raise ValueError(f"proxies.{name} must be >= 0, got {v}")
+        if int(knn) < 1:
+            raise ValueError(f"proxies.knn must be >= 1, got {knn}: the BFS order walks a graph of each proxy's knn "
+                             "nearest proxies (default 6)")
         if 0 < int(per_object_cap) < int(min_per_group):
             raise ValueError(f"proxies.per_object_cap={per_object_cap} is below proxies.min_per_group={min_per_group}: "
                              "an object cannot get at least the minimum and at most the cap; raise the cap or set it "
