@@ -163,6 +163,13 @@ def test_two_runs_give_identical_row_sets(spark, built):
     assert rows(out2 / "records") == rows(built["out"] / "records")
     assert rows(out2 / "quarantine") == rows(built["out"] / "quarantine")
 
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()}
+
+    # same names and bytes (DVC hashes the folder): Spark's random part-file names had made every rerun a change
+    assert files(out2) == files(built["out"])
+    assert all(f.name.startswith("part-") and f.name.count("-") == 1 for f in (out2 / "records").rglob("*.parquet"))
+
 
 def test_missing_required_source_names_it(tmp_path):
     p = SpaceSpanParams(required_sources=["scanrefer"])

@@ -10,6 +10,7 @@ Output under ``out_dir`` (written to a temp folder, then swapped in whole)::
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import time
 from collections import defaultdict
@@ -65,6 +66,20 @@ def _final(df: DataFrame) -> DataFrame:
     return df.select(*[casts[c].alias(c) for c in RECORD_COLUMNS])
 
 
+def _stable_names(root: Path) -> None:
+    """Name Spark's output files by content position only: ``part-00000-<random uuid>-c000.snappy.parquet`` ->
+    ``part-00000.snappy.parquet``, without the ``.crc`` and ``_SUCCESS`` side files. With the random names every
+    rerun of this stage gave a new ``artifacts/spacespan`` hash for the same rows, and DVC retrained all four
+    stages after it."""
+    for f in sorted(root.rglob("*")):
+        if f.is_file() and (f.name == "_SUCCESS" or f.name.endswith(".crc")):
+            f.unlink()
+    for f in sorted(root.rglob("part-*.parquet")):
+        m = re.fullmatch(r"(part-\d+)-.*?((?:\.\w+)?\.parquet)", f.name)
+        if m:
+            f.rename(f.with_name(m.group(1) + m.group(2)))
+
+
 def _swap(tmp: Path, out: Path) -> None:
     old = out.parent / f".{out.name}.old"
     shutil.rmtree(old, ignore_errors=True)
@@ -107,6 +122,7 @@ def assemble(spark: SparkSession, p: SpaceSpanParams, sources: dict[str, Path], 
     scene_rows = splits.collect()
     _write_objects(tmp / "objects.parquet", object_rows, {r["scene_id"]: r["split"] for r in scene_rows})
 
+    _stable_names(tmp)
     metrics = _metrics(tmp, deduped, scene_rows)
     checked.unpersist()
     deduped.unpersist()
