@@ -84,6 +84,13 @@ def test_no_stage_writes_into_data(stages: dict) -> None:
             assert not out.startswith("data"), out
 
 
+def test_metrics_are_not_git_ignored() -> None:
+    """``dvc exp run`` commits the workspace's metrics into the experiment only if git sees them: with /metrics
+    git-ignored, every experiment row of ``dvc exp show`` read '!'."""
+    out = subprocess.run(["git", "check-ignore", "-q", "metrics/eval.json"], cwd=ROOT)
+    assert out.returncode == 1, "metrics/ is git-ignored"
+
+
 def test_bytecode_is_dvcignored() -> None:
     assert "__pycache__/" in (ROOT / ".dvcignore").read_text()
 
