@@ -135,11 +135,23 @@ def repo_root() -> Path:
     return here
 
 
+def store_root() -> Path:
+    """Where the default MLflow store lives: :func:`repo_root`, except that a ``dvc exp run --temp`` or queued
+    experiment, which runs in a throwaway copy under ``<project>/.dvc/tmp/exps/``, logs to the project's store
+    (in the copy, DVC deleted its runs with the copy)."""
+    root = repo_root()
+    parts = root.parts
+    for i in range(len(parts) - 2):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return root
+
+
 def tracking_uri() -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    return f"sqlite:///{repo_root() / 'mlruns.db'}"  # absolute path -> four slashes
+    return f"sqlite:///{store_root() / 'mlruns.db'}"  # absolute path -> four slashes
 
 
 def enabled() -> bool:
@@ -158,7 +170,7 @@ def _client_and_experiment(experiment: str) -> tuple[Any, str]:
     if exp is None:
         artifact_location = None
         if uri.startswith("sqlite:") or uri.startswith("file:"):
-            artifact_location = (repo_root() / "mlartifacts").as_uri()
+            artifact_location = (store_root() / "mlartifacts").as_uri()
         exp_id = client.create_experiment(experiment, artifact_location=artifact_location)
     else:
         exp_id = exp.experiment_id
@@ -244,7 +256,11 @@ def _open_dvc_parent(client: Any, exp_id: str, key: str, command: str) -> str:
     tags = {"mlflow.runName": name, "proxy3d.kind": "pipeline", "proxy3d.driver": "dvc", "dvc.invocation": key,
             "dvc.command": command[:5000], "git_commit": git_commit(), "git_dirty": git_dirty()}
     run = client.create_run(exp_id, tags=tags, run_name=name)
-    params_file = Path(os.environ.get("DVC_ROOT") or repo_root()) / "params.yaml"  # DVC sets DVC_ROOT
+    # the params the stages run with: the checkout the stage runs in (a --temp experiment's copy, where -S wrote
+    # its values; DVC_ROOT there names the original project), else DVC_ROOT
+    params_file = repo_root() / "params.yaml"
+    if not params_file.exists():
+        params_file = Path(os.environ.get("DVC_ROOT") or repo_root()) / "params.yaml"
     if params_file.exists():
         import yaml
 

@@ -104,3 +104,18 @@ def test_tracking_off_gives_null_tracker(monkeypatch: pytest.MonkeyPatch) -> Non
     with tracking.pipeline_run("pipeline") as parent:
         assert parent.run_id is None and tracking.PARENT_ENV not in os.environ
     assert tracking.record_skipped("x") is None
+
+
+def test_temp_experiments_log_to_the_projects_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``dvc exp run --temp`` runs in <project>/.dvc/tmp/exps/<copy>, which DVC deletes: its runs went with it."""
+    copy = tmp_path / "proj" / ".dvc" / "tmp" / "exps" / "tmpab12cd"
+    copy.mkdir(parents=True)
+    for d in (tmp_path / "proj", copy):
+        (d / "params.yaml").write_text("proxies: {budget: 700}\n")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("PROXY3D_ROOT", raising=False)
+    monkeypatch.chdir(copy)
+    assert tracking.repo_root() == copy.resolve()
+    assert tracking.tracking_uri() == f"sqlite:///{(tmp_path / 'proj').resolve() / 'mlruns.db'}"
+    monkeypatch.chdir(tmp_path / "proj")
+    assert tracking.tracking_uri() == f"sqlite:///{(tmp_path / 'proj').resolve() / 'mlruns.db'}"

@@ -102,3 +102,24 @@ def test_dvcproc_does_not_import_mlflow() -> None:
     code = "import sys, proxy3d.dvcproc; sys.exit('mlflow' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr or "importing proxy3d.dvcproc pulled in mlflow"
+
+
+def test_temp_experiment_runs_land_in_the_projects_store(tmp_path: Path) -> None:
+    """``dvc exp run --temp`` runs the stages in a copy under .dvc/tmp/exps that DVC deletes afterwards: the
+    runs went to a store inside that copy and were lost, and the parent logged the original's params."""
+    project = demo_project.create(tmp_path / "proj")
+    (project / "dvc.yaml").write_text(TWO_STAGES)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_PARENT_RUN_ID", "PROXY3D_ROOT")}
+    env.update(PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1", PROXY3D_TRACKING="1")
+    for cmd in (["repro"], ["exp", "run", "--temp", "-S", "proxies.budget=450"]):
+        out = subprocess.run([DVC, *cmd], cwd=project, env=env, capture_output=True, text=True, timeout=180)
+        assert out.returncode == 0, out.stdout + out.stderr
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{project.resolve() / 'mlruns.db'}")
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    parents = {r.info.run_name: r for r in runs if r.data.tags.get("proxy3d.kind") == "pipeline"}
+    assert set(parents) == {"dvc repro", "dvc exp run --temp -S proxies.budget=450"}, sorted(parents)
+    temp = parents["dvc exp run --temp -S proxies.budget=450"]
+    assert temp.data.params["proxies.budget"] == "450" and parents["dvc repro"].data.params["proxies.budget"] == "700"
+    assert temp.data.metrics["proxies/tokens_per_scene"] == 450.0
