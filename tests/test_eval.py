@@ -196,9 +196,15 @@ def test_evaluate_stage_writes_metrics_report_and_plots(tiny_checkpoint, tmp_pat
     objs.to_parquet(tmp_path / "spacespan" / "objects.parquet")
     for sid in objs.scene_id.unique():
         save_proxies(_proxies(sid, 40), tmp_path / "proxies" / f"{sid}.safetensors")
+    class Recorder(NullTracker):
+        logged: list[str] = []
+
+        def log_artifact(self, path, artifact_path=None) -> None:
+            self.logged.append(Path(path).name)
+
     p = EvaluateParams(batch_size=4, max_new_tokens=4, budgets=[], baselines=["blind", "random_object"], meteor=False)
     args = (p, ProxiesParams(budget=700), tiny_checkpoint, tmp_path / "spacespan", tmp_path / "proxies",
-            tmp_path / "triplets", tmp_path / "reports" / "eval.md", tmp_path / "reports" / "eval", NullTracker(),
+            tmp_path / "triplets", tmp_path / "reports" / "eval.md", tmp_path / "reports" / "eval", Recorder(),
             tmp_path / "reports" / "eval_predictions.json")
     with pytest.raises(FileNotFoundError, match="train_blind"):  # the blind row needs the blind-trained model
         run(*args, tmp_path / "no_blind_model")
@@ -214,6 +220,7 @@ def test_evaluate_stage_writes_metrics_report_and_plots(tiny_checkpoint, tmp_pat
     rows = out["comparisons"]["semantic@700 vs blind"]
     assert rows["vsi_probe.object_size_estimation_MRA"]["n_items"] == 2 and rows["vsi_probe.overall"]["n_items"] == 3
     preds = json.loads((tmp_path / "reports" / "eval_predictions.json").read_text())
+    assert {"eval.md", "eval_predictions.json", "per_task.png"} <= set(Recorder.logged)  # MLflow gets the predictions
     assert [r["id"] for r in preds["vsi_probe/blind"]] == ["probe/scene0000_00/counting/0", "probe/scene0000_00/size/0",
                                                            "probe/scene0001_00/size/0"]
 

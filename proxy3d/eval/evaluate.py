@@ -80,8 +80,9 @@ class SceneInputs:
         if v.method == self.pp.method and v.budget == self.pp.budget and cached.exists():
             p = load_proxies(cached)
             # the proxies stage's file is only this variant if it was made with this method and budget: evaluated
-            # alone with another proxies.budget, a "semantic@450" row had read the 700-token file
-            if p.meta.get("method") == v.method and p.meta.get("budget") == v.budget:
+            # alone with another proxies.budget, a "semantic@450" row had read the 700-token file (a file that does
+            # not say how it was made is taken as it is)
+            if p.meta.get("method", v.method) == v.method and p.meta.get("budget", v.budget) == v.budget:
                 return SceneInput.from_proxies(p)
             log.info("%s: %s was made with %s@%s, not %s: tokenizing the triplets", scene_id, cached,
                      p.meta.get("method"), p.meta.get("budget"), v.name)

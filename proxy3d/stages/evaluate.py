@@ -86,6 +86,7 @@ def run(p: EvaluateParams, pp: ProxiesParams, ckpt_dir: Path, spacespan_dir: Pat
         write_json(predictions_path, {prefix + name: [{"id": str(it["id"]), "task": it["task"], "prediction": t}
                                                       for it, t in zip(its, ts, strict=True)]
                                       for its, by_name, prefix in answered for name, ts in by_name.items()})
+        paths = [*paths, Path(predictions_path)]  # what every score came from, next to the report
     tracker.log_metrics({**flat_metrics(results), **comparison_metrics(comparisons),
                          **{f"vsi_probe.{k}": v for k, v in flat_metrics(probe_results).items()}})
     for path in paths:
@@ -139,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="generated texts of every variant (JSON)")
     args = ap.parse_args(argv)
     params = load_stage_params(args)
-    with tracking.stage_run("evaluate", flat_dict(params.evaluate, "evaluate"), params.tracking) as tr:
+    with tracking.stage_run("evaluate", {**flat_dict(params.evaluate, "evaluate"),
+                                                **flat_dict(params.proxies, "proxies")}, params.tracking) as tr:
         metrics = run(params.evaluate, params.proxies, args.checkpoint, args.spacespan, args.proxies, args.triplets,
                       args.report, args.plots, tr, args.predictions, args.blind_checkpoint)
     write_json(args.metrics, metrics)

@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     params = load_stage_params(args, [f"spacespan.master={args.master}"] if args.master else [])
     root = args.data if args.data is not None else Path(params.data.root)
-    with tracking.stage_run("spacespan", flat_dict(params.spacespan, "spacespan"), params.tracking) as tr:
+    with tracking.stage_run("spacespan", {**flat_dict(params.spacespan, "spacespan"), "data.root": str(root)},
+                            params.tracking) as tr:
         metrics = run(params.spacespan, root, args.out, tr)
     write_json(args.metrics, metrics)
     log.info("spacespan: %d records (%s), %d quarantined, %d duplicates removed -> %s", metrics["records"],

@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     params = load_stage_params(args)
     root = args.data if args.data is not None else Path(params.data.root)
     scene_ids = [s.strip() for s in args.scenes.split(",") if s.strip()] or None
-    with tracking.stage_run("triplets", flat_dict(params.perception, "perception"), params.tracking) as tr:
+    with tracking.stage_run("triplets", {**flat_dict(params.perception, "perception"),
+                                                **flat_dict(params.data, "data")}, params.tracking) as tr:
         metrics = run(params.perception, params.data, root / "scenes", args.out, tr, scene_ids)
     write_json(args.metrics, metrics)
     log.info("triplets: %d scenes, %.0f patches/scene, %.1f%% valid, %.1f%% labelled -> %s", metrics["scenes"],
