@@ -24,7 +24,9 @@ from proxy3d import tracking
 name = sys.argv[1]
 params = yaml.safe_load(Path("params.yaml").read_text())
 section = {"prepare": "data", "proxies": "proxies", "evaluate": "evaluate"}[name]
-with tracking.start_run(name, params[section]) as tracker:
+settings = params.get("tracking") or {}  # as the real stages do (proxy3d.tracking.stage_run)
+with tracking.start_run(name, params[section], experiment=settings.get("experiment", "proxy3d"),
+                        enabled_=None if settings.get("enabled", True) else False) as tracker:
     sleep = Path(f"SLEEP_{name}")
     if sleep.exists():
         time.sleep(float(sleep.read_text() or 0))

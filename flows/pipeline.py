@@ -68,12 +68,22 @@ def run_stage(stage: str, project_dir: str, single_item: bool = True) -> dict[st
     skipped = before == after
     metrics = dvc.read_metrics(project, stage)
     tags = {"dvc.stage": stage, "dvc.stage_hash": after}
-    if skipped:
-        tracking.record_skipped(stage, metrics, tags=tags)
+    experiment, on = _tracking(project)
+    if skipped and on:
+        tracking.record_skipped(stage, metrics, tags=tags, experiment=experiment)
         logger.info("stage %s is up to date (dvc.lock unchanged): recorded as skipped", stage)
-    else:
-        tracking.tag_stage_run(stage, {**tags, "proxy3d.skipped": "false"})
+    elif on:
+        tracking.tag_stage_run(stage, {**tags, "proxy3d.skipped": "false"}, experiment=experiment)
     return {"stage": stage, "skipped": skipped, "stage_hash": after, "metrics": metrics}
+
+
+def _tracking(project: Path) -> tuple[str, bool]:
+    """params.yaml's ``tracking.experiment`` and ``tracking.enabled`` (what the stage processes obey): the flow's
+    parent and skipped-stage runs had gone to the experiment "proxy3d" whatever the stages used, and were made
+    with tracking disabled."""
+    path = project / "params.yaml"
+    section = ((yaml.safe_load(path.read_text()) if path.exists() else None) or {}).get("tracking") or {}
+    return str(section.get("experiment", "proxy3d")), bool(section.get("enabled", True))
 
 
 def _params_for_tracking(project: Path, flow_params: dict[str, Any]) -> dict[str, Any]:
@@ -108,10 +118,12 @@ def _run_stages(name: str, stages: list[str], project: Path, flow_params: dict[s
                 single_item: bool = True) -> list[dict[str, Any]]:
     logger = get_run_logger()
     results: list[dict[str, Any]] = []
-    closed = tracking.close_orphaned_runs(_flow_run_dead)
+    experiment, on = _tracking(project)
+    closed = tracking.close_orphaned_runs(_flow_run_dead, experiment) if on else []
     if closed:
         logger.warning("closed %d MLflow runs left RUNNING by dead flow runs: %s", len(closed), ", ".join(closed))
-    with tracking.pipeline_run(name, _params_for_tracking(project, flow_params), tags=_flow_tags()) as parent:
+    with tracking.pipeline_run(name, _params_for_tracking(project, flow_params), experiment=experiment,
+                               tags=_flow_tags(), enabled_=None if on else False) as parent:
         logger.info("MLflow parent run %s (%s)", parent.run_id, tracking.tracking_uri() if parent.run_id else "off")
         for stage in stages:
             result = run_stage.with_options(task_run_name=stage)(stage, str(project), single_item)

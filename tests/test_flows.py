@@ -113,3 +113,22 @@ def test_failing_stage_fails_flow_and_mlflow_runs(harness: Path) -> None:
     (project / "FAIL_proxies").unlink()
     rerun = flows_pipeline.stage("proxies", project_dir=str(project))
     assert rerun[0]["skipped"] is False
+
+
+@pytest.mark.slow
+def test_pipeline_flow_follows_the_tracking_section_of_params(harness: Path) -> None:
+    """The flow's parent and skipped-stage runs go where the stages log (``tracking.experiment``), and nowhere
+    when ``tracking.enabled`` is false; they had always gone to "proxy3d"."""
+    project = demo_project.create(harness / "elsewhere")
+    params = project / "params.yaml"
+    params.write_text(params.read_text() + "tracking: {experiment: elsewhere}\n")
+    flows_pipeline.pipeline(project_dir=str(project))
+    flows_pipeline.pipeline(project_dir=str(project))  # every stage skipped: recorded in "elsewhere" too
+    new, old = tracking.recent_runs(2, experiment="elsewhere", pipelines_only=True)
+    kids = {r: {c["name"]: c for c in tracking.child_runs(r, "elsewhere")} for r in (old["run_id"], new["run_id"])}
+    assert set(kids[old["run_id"]]) == set(kids[new["run_id"]]) == {"prepare", "proxies", "evaluate"}
+    assert all(k["tags"]["proxy3d.skipped"] == "true" for k in kids[new["run_id"]].values())
+    before = len(tracking.recent_runs(100, experiment="elsewhere"))
+    params.write_text(params.read_text().replace("experiment: elsewhere", "experiment: elsewhere, enabled: false"))
+    flows_pipeline.pipeline(budget=450, project_dir=str(project))
+    assert len(tracking.recent_runs(100, experiment="elsewhere")) == before
