@@ -270,3 +270,93 @@ def test_generation_never_emits_the_proxy_placeholder(tiny) -> None:
         with torch.no_grad():
             head[model.proxy_token_id] = saved
     assert all(len(r) == 3 and model.proxy_token_id not in r for r in rows)
+
+
+def test_checkpoint_files_get_the_usual_file_mode(tiny, tmp_path) -> None:
+    """proxy3d.safetensors was written by safetensors' save_file into the atomic temp file, which recreated it
+    with mode 0600: a checkpoint shared with a team was unreadable to everyone else."""
+    import os
+    import stat
+
+    model, tok, _ = tiny
+    old = os.umask(0o022)
+    try:
+        out = save_model_dir(model, tok, tmp_path / "ck", {"stage": 1})
+        (tmp_path / "plain").write_bytes(b"x")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((out / "proxy3d.safetensors").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain").stat().st_mode) == 0o644, oct(mode)
+
+
+def test_too_few_identifier_images_name_the_setting_that_draws_them(tmp_path) -> None:
+    """Symbols drawn with symbols.num_identifiers < 100: rerunning the stage does not help, the setting does."""
+    torch.manual_seed(0)
+    write_toy_symbols(tmp_path)
+    for i in range(50, 100):
+        (tmp_path / "identifiers" / f"{i:03d}.png").unlink()
+    tok = tt.build_text_tokenizer(["What is the chair? Answer: chair"] * 10, 400)
+    with pytest.raises(FileNotFoundError, match=r"050\.png: .*has 50 of the 100 identifier images the model needs "
+                                                r"\(one per token <OBJ000>\.\.<OBJ099>\); set "
+                                                r"symbols\.num_identifiers: 100"):
+        create_model(ModelParams(), tok, tmp_path)
+    for i in range(50):
+        (tmp_path / "identifiers" / f"{i:03d}.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"000\.png: reference image missing; run `proxy3d symbols`"):
+        create_model(ModelParams(), tok, tmp_path)  # no identifiers at all: the stage has not run
+
+
+def _old_identity_init(vlm, scale: float, ov_scale: float) -> None:
+    """identity_qk_init as it was before grouped-query attention got its own output routing."""
+    cfg = vlm.config.text_config
+    heads, kv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads
+    with torch.no_grad():
+        for layer in vlm.model.language_model.layers:
+            q, k = layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight
+            k.normal_(0.0, 0.02)
+            k.add_(scale * torch.eye(k.shape[0], k.shape[1], dtype=k.dtype))
+            for h in range(heads):
+                g = h // (heads // kv)
+                q[h * hd : (h + 1) * hd] = k[g * hd : (g + 1) * hd]
+            for w in (layer.self_attn.v_proj.weight, layer.self_attn.o_proj.weight):
+                w.normal_(0.0, 0.02)
+                w.add_(ov_scale * torch.eye(w.shape[0], w.shape[1], dtype=w.dtype))
+
+
+def _copy_scores(vlm) -> tuple[float, float]:
+    """Layer 0, every head attending to one token x (the heads of a group share their attention at init):
+    mean cos(O·V·x, x) over random x, and how often O·V·e_i read back against 300 random embeddings e gives i."""
+    cfg = vlm.config.text_config
+    heads, kv = cfg.num_attention_heads, cfg.num_key_value_heads
+    hd = cfg.hidden_size // heads
+    attn = vlm.model.language_model.layers[0].self_attn
+    o, v = attn.o_proj.weight.detach(), attn.v_proj.weight.detach()
+    ov = sum(o[:, h * hd : (h + 1) * hd] @ v[(h // (heads // kv)) * hd : (h // (heads // kv) + 1) * hd]
+             for h in range(heads))
+    e = torch.randn(300, cfg.hidden_size, generator=torch.Generator().manual_seed(1))
+    cos = torch.nn.functional.cosine_similarity(e @ ov.T, e, dim=1).mean()
+    read_back = ((e @ ov.T) @ e.T).argmax(1).eq(torch.arange(300)).float().mean()
+    return float(cos), float(read_back)
+
+
+def test_ov_identity_init_makes_copy_heads_under_grouped_query_attention() -> None:
+    """small (8 query heads, 2 key/value heads): the output identity once routed value slot g(h) to the dimensions
+    of head h, so O·V was no copy (cos 0.08, read back 8%). The tiny preset (4/4 heads, the default) keeps the exact
+    init it had. Under GQA O·V has rank kv x head_dim (128 of 512): cos(O·V·x, x) is at most ~0.5 for random x."""
+    from proxy3d.model.presets import build_vlm, identity_qk_init
+
+    def built(preset: str, init) -> torch.nn.Module:
+        torch.manual_seed(0)
+        vlm = build_vlm(preset, 600, 5)
+        init(vlm, 0.5, 0.5)
+        return vlm
+
+    new_tiny, old_tiny = built("tiny", identity_qk_init), built("tiny", _old_identity_init)
+    for (name, a), b in zip(new_tiny.named_parameters(), old_tiny.parameters(), strict=True):
+        assert torch.equal(a, b), name
+    cos_tiny, read_tiny = _copy_scores(new_tiny)
+    assert cos_tiny > 0.6 and read_tiny > 0.95, (cos_tiny, read_tiny)
+    cos_old, read_old = _copy_scores(built("small", _old_identity_init))
+    cos_new, read_new = _copy_scores(built("small", identity_qk_init))
+    assert cos_old < 0.12 and read_old < 0.2, (cos_old, read_old)
+    assert cos_new > 0.15 and read_new > 0.7, (cos_new, read_new)

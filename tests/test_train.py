@@ -15,7 +15,7 @@ from proxy3d.config import ModelParams, Params, StageParams, TrainParams
 from proxy3d.model import text_tokenizer as tt
 from proxy3d.model.build import create_model
 from proxy3d.model.inputs import TextCodec, prompt_text
-from proxy3d.tracking import NullTracker
+from proxy3d.tracking import NullTracker, Tracker
 from proxy3d.train import engine as ds
 from proxy3d.train.data import CurriculumData, SceneObjects, load_objects, load_rows, row_turn
 from proxy3d.train.loop import StagePaths, train_stage
@@ -387,3 +387,122 @@ def test_templated_coordinates_round_the_object_table_values_as_spacespan_does(t
     o = load_objects(tmp_path / "objects.parquet")["train"]["scene0000_00"]
     assert where_is(1, o.centers[0])[1] == f"<OBJ001> ({x:.2f}, 1.23, 0.40)" == "<OBJ001> (5.17, 1.23, 0.40)"
     assert o.scene_input().centers.dtype == np.float32  # the model still gets float32
+
+
+class _Recorder(Tracker):
+    """Keeps what a stage logs."""
+
+    def __init__(self) -> None:
+        self.logged: list[tuple[dict, int | None]] = []
+
+    def log_metrics(self, metrics, step: int | None = None) -> None:
+        self.logged.append((dict(metrics), step))
+
+
+def test_zero3_offload_stage_finishes_with_its_probes(toy: StagePaths, tmp_path: Path, monkeypatch, caplog) -> None:
+    """Under ZeRO-3 the engine's weights are empty partitions outside its forward: the probes (every
+    ``probe_every`` steps and at the end) once ran on them and crashed every stage after its checkpoint folder
+    ``ds/`` had been deleted, so a rerun started over and crashed again. A stage failing in its final probes now
+    keeps ``ds/`` and the rerun resumes."""
+    from proxy3d.train import loop
+
+    p = _params(steps=4)
+    p.train.deepspeed_config = str(ROOT / "configs/deepspeed/zero3_offload.json")
+    p.train.probe_every = 2
+    paths = StagePaths(toy.spacespan, toy.symbols, toy.proxies, tmp_path / "ck")
+    real_probes, calls = loop.run_probes, []
+
+    def fails_at_the_end(*args, **kwargs):
+        calls.append(args[2])
+        if len(calls) == 3:  # steps 2 and 4, then the final probes
+            raise RuntimeError("final probes failed")
+        return real_probes(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "run_probes", fails_at_the_end)
+    with pytest.raises(RuntimeError, match="final probes failed"):
+        train_stage(1, p, paths, NullTracker())
+    assert (paths.checkpoints / "stage1/ds/latest").exists()  # kept: a failed end of stage resumes
+    monkeypatch.setattr(loop, "run_probes", real_probes)
+    tracker = _Recorder()
+    with caplog.at_level("INFO"):
+        m = train_stage(1, p, paths, tracker)
+    assert "resumed from" in caplog.text
+    assert np.isfinite(m["final_loss"]) and {"what_is_acc", "grounding_acc", "probe_seconds"} <= m.keys()
+    assert [step for metrics, step in tracker.logged if "probe.what_is_acc" in metrics] == [4]
+    assert not (paths.checkpoints / "stage1/ds").exists() and (paths.checkpoints / "stage1/bundle.json").exists()
+
+
+class _Quadratic(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.lin(x) - 1).pow(2).mean()
+
+
+def test_every_loop_step_is_one_optimizer_step_and_accumulation_is_refused(tmp_path: Path) -> None:
+    """The loop counts steps (schedule, checkpoints, resume) as optimizer steps: with the 8 accumulation steps
+    zero3_offload.json once had, 16 loop steps were 2 optimizer steps and a checkpoint between two of them lost
+    the gradients accumulated so far. Every shipped config steps once per batch; accumulation is refused."""
+    ds.init_distributed("cpu")
+    sp = StageParams(steps=3, lr=1e-3, batch_size=2, warmup_steps=1)
+    for name in ("zero2.json", "zero3_offload.json"):
+        cfg = ds.ds_config(TrainParams(deepspeed_config=str(ROOT / "configs/deepspeed" / name)), sp, "cpu")
+        torch.manual_seed(0)
+        engine = ds.initialize(_Quadratic(), cfg)
+        for step in range(3):
+            loss = engine(torch.randn(2, 4, generator=torch.Generator().manual_seed(step)))
+            engine.backward(loss)
+            engine.step()
+        assert engine.global_steps == 3, name
+    bad = json.loads((ROOT / "configs/deepspeed/zero2.json").read_text())
+    bad["gradient_accumulation_steps"] = 8
+    (tmp_path / "accum.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match=r"accum\.json: gradient_accumulation_steps=8.*set it to 1 and raise "
+                                         r"train_stage<N>\.batch_size"):
+        ds.ds_config(TrainParams(deepspeed_config=str(tmp_path / "accum.json")), sp, "cpu")
+
+
+def test_killed_stage_restarts_after_its_deepspeed_config_or_code_changed(toy: StagePaths, tmp_path: Path,
+                                                                         monkeypatch, caplog) -> None:
+    """The resume fingerprint covers the DeepSpeed JSON (betas, clipping: not in params.yaml) and the model/train
+    code: a killed stage resumed after either changed would continue weights built under the old ones."""
+    from proxy3d.train import loop
+
+    cfg = json.loads((ROOT / "configs/deepspeed/zero2.json").read_text())
+    ds_json = tmp_path / "ds.json"
+    ds_json.write_text(json.dumps(cfg))
+    p = _params(steps=5)
+    p.train.deepspeed_config = str(ds_json)
+    paths = StagePaths(toy.spacespan, toy.symbols, toy.proxies, tmp_path / "ck")
+
+    def rerun() -> str:
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            assert train_stage(1, p, paths, NullTracker(), stop_after=3) == {"stopped_at": 3.0}
+        return caplog.text
+
+    rerun()
+    cfg["optimizer"]["params"]["betas"], cfg["gradient_clipping"] = [0.5, 0.6], 0.01
+    ds_json.write_text(json.dumps(cfg))
+    text = rerun()
+    assert "not resuming" in text and "resumed from" not in text
+    assert "resumed from" in rerun()  # nothing changed: it resumes
+    monkeypatch.setattr(loop, "source_signature", lambda: "edited code")
+    text = rerun()
+    assert "not resuming" in text and "resumed from" not in text
+
+
+def test_source_signature_follows_the_model_and_train_code(tmp_path: Path) -> None:
+    from proxy3d.train.loop import source_signature
+
+    for sub in ("model", "train", "eval"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "a.py").write_text("x = 1\n")
+    before = source_signature(tmp_path)
+    assert source_signature(ROOT / "proxy3d") != before
+    (tmp_path / "eval" / "a.py").write_text("x = 2\n")
+    assert source_signature(tmp_path) == before  # other packages do not restart training
+    (tmp_path / "model" / "a.py").write_text("x = 2\n")
+    assert source_signature(tmp_path) != before

@@ -18,11 +18,11 @@ from typing import Any
 import torch
 
 from proxy3d.config import ModelParams
-from proxy3d.io import atomic_path, write_json
+from proxy3d.io import atomic_write_bytes, write_json
 from proxy3d.model import text_tokenizer as tt
 from proxy3d.model.presets import build_vlm
 from proxy3d.model.proxy_vlm import Proxy3DModel
-from proxy3d.model.reference import encode_references, load_images
+from proxy3d.model.reference import encode_references, load_identifiers, load_images
 from proxy3d.vocab import NUM_IDENTIFIERS, categories
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def create_model(mp: ModelParams, tok: Any, symbols_dir: Path | None, feature_di
         model.init_scene_query_bias(mp.scene_query_bias)
     if symbols_dir is not None:
         visual = vlm.model.visual.eval()
-        ids = encode_references(visual, load_images(Path(symbols_dir) / "identifiers", NUM_IDENTIFIERS))
+        ids = encode_references(visual, load_identifiers(Path(symbols_dir) / "identifiers", NUM_IDENTIFIERS))
         sem = encode_references(visual, load_images(Path(symbols_dir) / "symbols", len(categories())))
         model.refs.set_banks(ids.to(model.refs.id_bank.dtype), sem.to(model.refs.sem_bank.dtype))
     return model
@@ -58,13 +58,13 @@ def _extra_state(model: Proxy3DModel) -> dict[str, torch.Tensor]:
 
 def save_model_dir(model: Proxy3DModel, tok: Any, out_dir: Path, meta: dict[str, Any]) -> Path:
     """Write the checkpoint folder (each file atomically; ``bundle.json`` last marks it complete)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.vlm.save_pretrained(str(out_dir / "vlm"), safe_serialization=True)
-    with atomic_path(out_dir / "proxy3d.safetensors") as tmp:
-        save_file(_extra_state(model), str(tmp))
+    # the serialized bytes through atomic_write_bytes: save_file recreates its target with mode 0600
+    atomic_write_bytes(out_dir / "proxy3d.safetensors", save(_extra_state(model)))
     tt.save(tok, out_dir / "tokenizer")
     write_json(out_dir / "bundle.json", {**meta, "feature_dim": model.feature_dim,
                                          "proxy_token_id": model.proxy_token_id,

@@ -16,6 +16,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from proxy3d.vocab import NUM_IDENTIFIERS
+
 # Qwen2-VL image processor normalisation (OpenAI CLIP statistics)
 _MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 _STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
@@ -31,6 +33,20 @@ def load_images(folder: Path, count: int) -> list[Image.Image]:
             raise FileNotFoundError(f"{path}: reference image missing; run `proxy3d symbols` (dvc stage symbols)")
         out.append(Image.open(path).convert("RGB"))
     return out
+
+
+def load_identifiers(folder: Path, count: int = NUM_IDENTIFIERS) -> list[Image.Image]:
+    """The identifier maps ``folder/000.png`` … (one per ``<OBJm>`` token) as RGB images. A folder that the
+    symbols stage filled with fewer (``symbols.num_identifiers`` below ``count``) is reported as that setting:
+    rerunning the stage alone would draw the same too-few images."""
+    have = {i for i in range(count) if (Path(folder) / f"{i:03d}.png").exists()}
+    if have and len(have) < count:
+        missing = min(set(range(count)) - have)
+        raise FileNotFoundError(f"{Path(folder) / f'{missing:03d}.png'}: identifier image missing: {folder} has "
+                                f"{len(have)} of the {count} identifier images the model needs (one per token "
+                                f"<OBJ000>..<OBJ{count - 1:03d}>); set symbols.num_identifiers: {count} in "
+                                "params.yaml and rerun `proxy3d symbols` (dvc stage symbols)")
+    return load_images(folder, count)
 
 
 def images_to_patches(images: list[Image.Image], patch: int = 14, merge: int = 2, temporal: int = 2) -> tuple[torch.Tensor, torch.Tensor]:

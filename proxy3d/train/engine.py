@@ -49,16 +49,23 @@ def init_distributed(device: str) -> None:
 
 
 def ds_config(tp: TrainParams, sp: StageParams, device: str) -> dict[str, Any]:
-    """The JSON config with batch size, lr, schedule and precision taken from params."""
+    """The JSON config with batch size, lr, schedule and precision taken from params. One loop step is one
+    optimizer step, so a config must not accumulate gradients (``gradient_accumulation_steps`` 1)."""
     path = Path(tp.deepspeed_config)
     if not path.exists():
         raise FileNotFoundError(f"train.deepspeed_config={tp.deepspeed_config!r} does not exist; "
                                 "use configs/deepspeed/zero2.json (default) or zero3_offload.json")
     cfg = json.loads(path.read_text())
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    accum = int(cfg.get("gradient_accumulation_steps", 1))
+    accum = cfg.get("gradient_accumulation_steps", 1)
+    # with accumulation DeepSpeed steps the optimizer and schedule once per `accum` loop steps, and a checkpoint
+    # taken between two of them drops the gradients accumulated so far (a resumed stage differs)
+    if accum != 1:
+        raise ValueError(f"{path}: gradient_accumulation_steps={accum!r}, but the training loop takes one optimizer "
+                         "step per batch and only supports 1; set it to 1 and raise train_stage<N>.batch_size "
+                         "(params.yaml) for a larger batch")
     cfg["train_micro_batch_size_per_gpu"] = sp.batch_size
-    cfg["train_batch_size"] = sp.batch_size * accum * world
+    cfg["train_batch_size"] = sp.batch_size * world
     cfg.setdefault("optimizer", {"type": "AdamW", "params": {}})["params"]["lr"] = sp.lr
     if device == "cpu":
         cfg["optimizer"]["params"]["torch_adam"] = True  # no fused CUDA Adam on CPU

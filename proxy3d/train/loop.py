@@ -8,6 +8,7 @@ weights as an uninterrupted one (CPU, same seed).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -26,6 +27,7 @@ from proxy3d.io import atomic_write_text
 from proxy3d.model import text_tokenizer as tt
 from proxy3d.model.build import create_model, load_model_dir, save_model_dir
 from proxy3d.model.inputs import Example, SceneInput, TextCodec
+from proxy3d.model.proxy_vlm import Proxy3DModel
 from proxy3d.tracking import Tracker
 from proxy3d.train import engine as ds
 from proxy3d.train.data import CurriculumData, load_objects, load_rows
@@ -114,10 +116,52 @@ def input_signature(paths: StagePaths, stage: int) -> dict[str, list[tuple[str, 
     return sig
 
 
+def file_hash(path: Path) -> str:
+    """sha256 of a file's contents."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def source_signature(root: Path = Path(__file__).resolve().parents[1]) -> str:
+    """sha256 over the sorted paths and contents of the ``.py`` files under ``root/model`` and ``root/train``:
+    the code that decides what a training step computes. Part of the resume fingerprint, so a stage killed before
+    a code change does not continue its weights under the new code."""
+    h = hashlib.sha256()
+    for f in sorted(p for sub in ("model", "train") for p in (Path(root) / sub).rglob("*.py")):
+        data = f.read_bytes()
+        h.update(f"{f.relative_to(root).as_posix()}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
 def stage_dir(checkpoints: Path, stage: int, blind: bool = False) -> Path:
     """Where stage ``stage`` writes its checkpoint: ``<checkpoints>/stage<N>``, or ``stage4_blind`` for the blind
     baseline."""
     return Path(checkpoints) / (f"stage{stage}_blind" if blind else f"stage{stage}")
+
+
+def save_stage_model(engine: Any, tok: Any, out_dir: Path, meta: dict[str, Any], rank: int) -> None:
+    """The consolidated checkpoint folder, written by rank 0; every rank calls it (under ZeRO-3 the partitioned
+    weights are gathered first, a collective)."""
+    module = engine.module
+    if engine.zero_optimization_stage() == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+            if rank == 0:
+                save_model_dir(module, tok, out_dir, meta)
+    elif rank == 0:
+        save_model_dir(module, tok, out_dir, meta)
+
+
+def probe_model(engine: Any, saved: Path) -> Proxy3DModel:
+    """The model to probe (rank 0): the engine's module, or under ZeRO-3 a plain copy reloaded from ``saved``
+    (written by :func:`save_stage_model`). A ZeRO-3 module holds empty partitions outside its forward, and its
+    hooks gather and release weights per submodule call (collectives the other ranks do not join), even inside
+    ``GatheredParameters``; the reloaded copy is also exactly what the stage ships."""
+    if engine.zero_optimization_stage() != 3:
+        return engine.module
+    dtype = torch.bfloat16 if engine.bfloat16_enabled() else None
+    return load_model_dir(saved, engine.device, dtype)[0]
 
 
 def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
@@ -156,14 +200,18 @@ def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
     out_dir = stage_dir(paths.checkpoints, stage, blind)
     ckpt_dir = out_dir / "ds"
     fingerprint = json.dumps({"model": section_dict(params.model), "train": section_dict(tp), "stage": section_dict(sp),
-                              "blind": blind, "inputs": input_signature(paths, stage)}, sort_keys=True)
+                              "blind": blind, "inputs": input_signature(paths, stage),
+                              "deepspeed_config": file_hash(Path(tp.deepspeed_config)),
+                              "code": source_signature()}, sort_keys=True)
     stamp = ckpt_dir / "fingerprint.json"
     if (ckpt_dir / "latest").exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
-        log.warning("%s was written with other params or inputs: not resuming from it", ckpt_dir)
+        log.warning("%s was written with other params or inputs: not resuming from it (the fingerprint covers "
+                    "params, inputs, the DeepSpeed config file and the model/train code)", ckpt_dir)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     if rank == 0:  # before the first checkpoint: a folder with a checkpoint always has its fingerprint
         atomic_write_text(stamp, fingerprint)
     start = ds.resume(engine, ckpt_dir)
+    meta = {"stage": stage, "model": section_dict(params.model), "steps": sp.steps, "seed": tp.seed, "blind": blind}
     losses, speeds, t_start = [], [], time.perf_counter()
     engine.train()
     for step in tqdm(range(start, sp.steps), desc=f"stage {stage}", initial=start, total=sp.steps, mininterval=5):
@@ -182,34 +230,31 @@ def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
         if (step + 1) % max(tp.log_every, 1) == 0 or step == start:
             tracker.log_metrics({"loss": losses[-1], "lr": lr, "tokens_per_s": tps}, step=step + 1)
             log.info("stage %d step %d/%d loss %.4f lr %.2e %.0f tok/s", stage, step + 1, sp.steps, losses[-1], lr, tps)
-        if tp.probe_every and stage in (1, 2) and rank == 0 and (step + 1) % tp.probe_every == 0 and objects.get("val"):
-            probe = run_probes(engine.module, codec, stage, objects["val"], objects.get("train", {}), tp.seed)
-            tracker.log_metrics({f"probe.{k}": v for k, v in probe.items()}, step=step + 1)
-            log.info("stage %d step %d probes %s", stage, step + 1, {k: round(v, 3) for k, v in probe.items()})
+        if tp.probe_every and stage in (1, 2) and (step + 1) % tp.probe_every == 0 and objects.get("val"):
+            probe_dir = ckpt_dir / "probe_model"  # ZeRO-3 only: the consolidated weights the probes reload
+            if engine.zero_optimization_stage() == 3:
+                save_stage_model(engine, tok, probe_dir, meta, rank)
+            if rank == 0:
+                probe = run_probes(probe_model(engine, probe_dir), codec, stage, objects["val"],
+                                   objects.get("train", {}), tp.seed)
+                shutil.rmtree(probe_dir, ignore_errors=True)
+                tracker.log_metrics({f"probe.{k}": v for k, v in probe.items()}, step=step + 1)
+                log.info("stage %d step %d probes %s", stage, step + 1, {k: round(v, 3) for k, v in probe.items()})
         if (step + 1) % max(tp.checkpoint_every, 1) == 0 and step + 1 < sp.steps:
             ds.save(engine, ckpt_dir, step + 1)
         if stop_after is not None and step + 1 >= stop_after:
             return {"stopped_at": float(step + 1)}
     seconds = time.perf_counter() - t_start
-    module = engine.module
     metrics: dict[str, float] = {"stage": float(stage), "steps": float(sp.steps), "train_seconds": seconds,
                                  "final_loss": float(np.mean(losses[-10:])) if losses else float("nan"),
                                  "tokens_per_s": float(np.mean(speeds)) if speeds else 0.0}
-    meta = {"stage": stage, "model": section_dict(params.model), "steps": sp.steps, "seed": tp.seed, "blind": blind}
-    if engine.zero_optimization_stage() == 3:  # partitioned weights: gather them for the consolidated save
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
-            if rank == 0:
-                save_model_dir(module, tok, out_dir, meta)
-    elif rank == 0:
-        save_model_dir(module, tok, out_dir, meta)
-    if rank == 0:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-        if stage in (1, 2, 4) and objects.get("val") and not blind:
-            t0 = time.perf_counter()
-            metrics.update(run_probes(module, codec, stage, objects["val"], objects.get("train", {}), tp.seed,
-                                      scene_input=scene_inputs))
-            metrics["probe_seconds"] = time.perf_counter() - t0
+    save_stage_model(engine, tok, out_dir, meta, rank)
+    if rank == 0 and stage in (1, 2, 4) and objects.get("val") and not blind:
+        t0 = time.perf_counter()
+        metrics.update(run_probes(probe_model(engine, out_dir), codec, stage, objects["val"],
+                                  objects.get("train", {}), tp.seed, scene_input=scene_inputs))
+        metrics["probe_seconds"] = time.perf_counter() - t0
     tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)})
+    if rank == 0:  # last: a stage that fails before here (probes included) reruns from its last checkpoint
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
     return metrics
