@@ -38,6 +38,25 @@ def test_atomic_write_leaves_old_file_when_writer_fails(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 
 
+def test_atomic_files_get_the_usual_mode_whatever_the_writer_does(tmp_path: Path) -> None:
+    """safetensors' save_file recreates its target 0600: proxies and triplets were unreadable to other users of a
+    shared DVC cache."""
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        save_proxies(Proxies("scene0001_00", np.zeros((2, 4), np.float32), np.zeros((2, 3), np.float32),
+                             np.zeros(2, np.int32), np.zeros(2, np.int32), np.ones(2, np.int32)), tmp_path / "p.safetensors")
+        with io.atomic_path(tmp_path / "x.bin") as tmp:
+            tmp.unlink()
+            fd = os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+    finally:
+        os.umask(old)
+    for name in ("p.safetensors", "x.bin"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+
+
 def test_triplets_and_proxies_round_trip(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     t = Triplets("scene0001_00", rng.random((10, 4), dtype=np.float32), rng.random((10, 3), dtype=np.float32),
