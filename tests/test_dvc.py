@@ -3,7 +3,10 @@ nothing, a param change reruns only what reads it, `dvc exp run -S` works and `d
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
+import re
 import subprocess
 import sys
 import time
@@ -58,6 +61,21 @@ def test_params_sections_exist_in_schema_and_params_yaml(stages: dict) -> None:
     assert "proxies" in stages["proxies"]["params"] and "train_stage4" in stages["train_stage4"]["params"]
 
 
+@pytest.mark.parametrize("stage", ORDER)
+def test_params_sections_are_the_ones_the_stage_says_it_reads(stages: dict, stage: str,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    """A section listed but not read reruns the stage for nothing (evaluate takes the model's settings from
+    the checkpoint, not from params.yaml's model:); one read but not listed leaves its outputs stale."""
+    argv = stages[stage]["cmd"].split()
+    with pytest.raises(SystemExit):
+        importlib.import_module(cli.COMMANDS[argv[1]][0]).main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    said = re.search(r"--params PARAMS params file \((.*?)\)", help_text).group(1)
+    said = said.replace("<N>", argv[argv.index("--stage") + 1] if "--stage" in argv else "")
+    read = {s for s in Params.__dataclass_fields__ if re.search(rf"\b{s}\b", said)}
+    assert read == set(stages[stage]["params"]), f"{stage}: --help says {said!r}"
+
+
 def test_artifact_deps_are_outputs_of_earlier_stages(stages: dict) -> None:
     produced: set[str] = set()
     for name, spec in stages.items():
@@ -89,6 +107,64 @@ def test_metrics_are_not_git_ignored() -> None:
     git-ignored, every experiment row of ``dvc exp show`` read '!'."""
     out = subprocess.run(["git", "check-ignore", "-q", "metrics/eval.json"], cwd=ROOT)
     assert out.returncode == 1, "metrics/ is git-ignored"
+
+
+# Plumbing every stage shares (params schema, file helpers, tracking): listing it everywhere would rerun the
+# whole pipeline on any edit; its own tests cover it.
+SHARED = {"proxy3d", "proxy3d.config", "proxy3d.io", "proxy3d.types", "proxy3d.tracking", "proxy3d.dvcproc",
+          "proxy3d.stages._common"}
+# Imports a stage has but never reaches from its command: module -> why (the closure stops there).
+UNREACHED = {
+    "evaluate": {"proxy3d.scenes.scannet": "load_gt_boxes reads data/scenes only for `proxy3d score --boxes "
+                 "data`; the stage passes objects.parquet"},
+}
+# Data files a module reads as package resources.
+RESOURCES = {"proxy3d.vocab": ["proxy3d/resources/categories.txt"]}
+
+
+def _module_file(module: str) -> Path | None:
+    path = ROOT / Path(*module.split("."))
+    for f in (path / "__init__.py", path.with_suffix(".py")):
+        if f.is_file():
+            return f
+    return None
+
+
+def _used_modules(module: str) -> set[str]:
+    """proxy3d modules whose code ``module`` uses: ``from a.b import c`` uses a.b.c if that is a module, else
+    a.b; imports inside functions count (stages import heavy libraries lazily)."""
+    path = _module_file(module)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    used: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            used |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, *([node.module] if node.module else [])])
+            used |= {f"{base}.{a.name}" if _module_file(f"{base}.{a.name}") else base for a in node.names}
+    return {m for m in used if m.split(".")[0] == "proxy3d" and _module_file(m)}
+
+
+@pytest.mark.parametrize("stage", ORDER)
+def test_code_deps_cover_the_stages_import_closure(stages: dict, stage: str) -> None:
+    """Editing a module a stage runs must rerun the stage: every proxy3d module reachable from the stage's
+    command module (and the resources it reads) is under one of the stage's deps."""
+    entry = cli.COMMANDS[stages[stage]["cmd"].split()[1]][0]
+    stop = UNREACHED.get(stage, {})
+    seen, todo = set(), [entry]
+    while todo:
+        module = todo.pop()
+        if module not in seen and module not in stop:
+            seen.add(module)
+            todo.extend(_used_modules(module))
+    files = [str(_module_file(m).relative_to(ROOT)) for m in seen - SHARED]
+    files += [r for m in seen for r in RESOURCES.get(m, [])]
+    deps = [d.rstrip("/") for d in stages[stage]["deps"]]
+    missing = sorted(f for f in files if not any(f == d or f.startswith(f"{d}/") for d in deps))
+    assert not missing, f"dvc.yaml stage {stage!r} runs code it does not list in deps: {missing}"
 
 
 def test_bytecode_is_dvcignored() -> None:
