@@ -4,8 +4,10 @@ FROM python:3.11-slim
 RUN apt-get update && apt-get install -y --no-install-recommends git openjdk-17-jre-headless \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /workspace
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY proxy3d ./proxy3d
 COPY flows ./flows
-RUN SAM2_BUILD_CUDA=0 pip install --no-cache-dir -e ".[dev]" "dvc[s3]" boto3
+# the same pinned versions as `make install` (scripts/install.sh): the worker runs the stages, so its
+# libraries must be the ones the README's numbers were measured with
+RUN SAM2_BUILD_CUDA=0 pip install --no-cache-dir -c constraints.txt -e ".[dev]" "dvc[s3]" boto3
 ENV PREFECT_HOME=/workspace/.prefect DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true

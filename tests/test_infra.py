@@ -70,3 +70,51 @@ def test_secrets_come_from_env_only(compose: dict) -> None:
 def test_env_file_is_git_ignored() -> None:
     ignore = (INFRA.parent / ".gitignore").read_text().splitlines()
     assert ".env" in ignore
+
+
+def _mlflow_allowed_hosts(compose: dict) -> list[str]:
+    flags = [a for a in compose["services"]["mlflow"]["command"] if str(a).startswith("--allowed-hosts=")]
+    assert len(flags) == 1, "mlflow should pass --allowed-hosts once"
+    return flags[0].split("=", 1)[1].split(",")
+
+
+def test_mlflow_accepts_the_host_headers_its_clients_send(compose: dict) -> None:
+    """A Host header carries the port; MLflow compares it exactly unless the pattern has a '*' (checked with
+    MLflow's own matcher)."""
+    security = pytest.importorskip("mlflow.server.security_utils")
+    hosts = _mlflow_allowed_hosts(compose)
+    port = env_example()["MLFLOW_PORT"]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "mlflow:5000"):  # published port; prefect-worker
+        assert security.is_allowed_host_header(hosts, host), f"{hosts} reject {host}"
+    assert not security.is_allowed_host_header(hosts, "attacker.example:5000")
+
+
+def test_spark_image_matches_the_pinned_pyspark() -> None:
+    pins = dict(line.split("==", 1) for line in (INFRA.parent / "constraints.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    image = env_example()["SPARK_IMAGE"]
+    assert image.rsplit(":", 1)[1].split("-")[0] == pins["pyspark"], \
+        f"SPARK_IMAGE={image} but constraints.txt pins pyspark=={pins['pyspark']}: client and cluster differ"
+
+
+def test_worker_image_installs_the_pinned_versions() -> None:
+    dockerfile = (INFRA / "worker.Dockerfile").read_text()
+    installs = [line for line in dockerfile.splitlines() if "pip install" in line]
+    assert installs and all("-c constraints.txt" in line for line in installs), installs
+    assert re.search(r"^COPY .*\bconstraints\.txt\b", dockerfile, re.M), "COPY constraints.txt first"
+
+
+def test_spacespan_stage_runs_as_a_script_for_spark_submit() -> None:
+    """``spark-submit proxy3d/stages/spacespan.py`` (README, infra/README.md) runs the file as a script, which
+    puts proxy3d/stages/ first on sys.path: no module there may shadow the standard library."""
+    import os
+    import subprocess
+    import sys
+
+    script = INFRA.parent / "proxy3d" / "stages" / "spacespan.py"
+    env = {**os.environ, "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1")}
+    out = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=180,
+                         env=env)
+    assert out.returncode == 0 and "usage: proxy3d spacespan" in out.stdout, out.stderr[-2000:]
+    shadowing = sorted(p.stem for p in script.parent.glob("*.py") if p.stem in sys.stdlib_module_names)
+    assert not shadowing, f"proxy3d/stages/{shadowing[0]}.py shadows the standard library in script mode"
