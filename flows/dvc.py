@@ -104,7 +104,9 @@ def apply_overrides(project: Path, overrides: Iterable[str]) -> list[str]:
     """Set ``section.key=value`` entries in ``project/params.yaml`` the way ``dvc exp run -S`` does.
 
     Values are parsed as YAML (``450`` → int, ``[1, 2]`` → list). The file keeps its comments and is
-    replaced atomically; an unknown section or key raises ValueError naming it. Returns the overrides applied.
+    replaced atomically; an unknown section or key, or a value of the wrong type for proxy3d/config.py's
+    schema, raises ValueError naming the override and leaves the file as it was. Returns the overrides
+    applied.
     """
     from ruamel.yaml import YAML
 
@@ -129,12 +131,35 @@ def apply_overrides(project: Path, overrides: Iterable[str]) -> list[str]:
             raise ValueError(f"override {item!r}: {leaf!r} is not a key of {'.'.join(parents) or 'the top level'} "
                              f"in {path}; check the spelling")
         node[leaf] = yaml.safe_load(raw)
+        _check_section(rt, doc, key.split(".")[0], item, path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with tmp.open("w") as f:
-        rt.dump(doc, f)
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w") as f:
+            rt.dump(doc, f)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     log.info("params.yaml: applied %s", ", ".join(applied))
     return applied
+
+
+def _check_section(rt: Any, doc: Any, section: str, item: str, path: Path) -> None:
+    """Load ``doc[section]`` (with ``item`` applied) through proxy3d.config.load_params: a wrong type fails
+    here, before params.yaml is written, rather than in the stage that reads it. Only the overridden section
+    is checked, so the error is about the override and not about another section of the file."""
+    import tempfile
+
+    from proxy3d.config import ParamsError, load_params
+
+    with tempfile.TemporaryDirectory(prefix="proxy3d-override-") as d:
+        check = Path(d) / path.name
+        with check.open("w") as f:
+            rt.dump({section: doc[section]}, f)
+        try:
+            load_params(check)
+        except ParamsError as e:
+            reason = str(e).removeprefix(f"{check}: ")
+            raise ValueError(f"override {item!r}: {reason}; {path} is unchanged") from None
 
 
 def run_dvc(args: list[str], project: Path, on_line: Callable[[str], None] | None = None,

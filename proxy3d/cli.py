@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "symbols": ("proxy3d.stages.symbols", "stage: render symbol maps (Stable Diffusion) and identifier maps"),
     "triplets": ("proxy3d.stages.triplets", "stage: encoder features + point maps + masks -> patch triplets per scene"),
     "proxies": ("proxy3d.stages.proxies", "stage: triplets -> proxy tokens, with method/budget quality metrics"),
-    "tokenize": ("proxy3d.stages.tokenize", "tool: tokenize one triplets file or folder (--budget, --method)"),
+    "tokenize": ("proxy3d.stages.tokenize_cli", "tool: tokenize one triplets file or folder (--budget, --method)"),
     "train": ("proxy3d.stages.train", "stage: curriculum training stage N (train --stage N) with DeepSpeed"),
     "evaluate": ("proxy3d.stages.evaluate", "stage: evaluate the stage-4 model and baselines on every benchmark"),
     "score": ("proxy3d.eval.score_cli", "tool: score a predictions file in a benchmark's submission format"),

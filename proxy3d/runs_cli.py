@@ -100,6 +100,16 @@ def cmd_compare(a: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _regex(text: str) -> str:
+    """``--metric``: checked when the arguments are parsed, so a typo is a usage error and not a traceback."""
+    try:
+        re.compile(text)
+    except re.error as e:
+        msg = f"{text!r} is not a regular expression ({e}); e.g. 'acc|f1'"
+        raise argparse.ArgumentTypeError(msg) from None
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="proxy3d runs", description="List and compare MLflow runs "
                                 "(store: MLFLOW_TRACKING_URI, default sqlite:///<repo>/mlruns.db).")
@@ -111,8 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     pc = sub.add_parser("compare", help="params that differ and key metrics, side by side")
     pc.add_argument("run_ids", nargs="*", help="runs to compare (default: the newest -n pipeline runs)")
     pc.add_argument("-n", type=int, default=2, help="how many newest runs when no ids are given (default 2)")
-    pc.add_argument("--metric", default="", help="regex selecting metrics (e.g. 'acc|f1|cider'); default all")
+    pc.add_argument("--metric", type=_regex, default="",
+                    help="regex selecting metrics (e.g. 'acc|f1|cider'); default all")
     pc.add_argument("--all-params", action="store_true", help="show every param, not only those that differ")
     a = p.parse_args(argv)
+    names = tracking.experiment_names()
+    if a.experiment not in names:  # reading must not create it, as the writers would
+        raise ValueError(f"--experiment {a.experiment!r}: no such experiment in {tracking.tracking_uri()}; "
+                         f"existing: {', '.join(names) or 'none'} (a stage or pipeline run creates its "
+                         "experiment)")
     console = Console(width=160)
     return cmd_list(a, console) if a.cmd == "list" else cmd_compare(a, console)

@@ -158,14 +158,35 @@ def enabled() -> bool:
     return os.environ.get("PROXY3D_TRACKING", "1").lower() not in ("0", "false", "off", "no")
 
 
-def _client_and_experiment(experiment: str) -> tuple[Any, str]:
+class TrackingError(RuntimeError):
+    """The MLflow store refused a read (no such run, server unreachable); the message is MLflow's, first
+    line only."""
+
+
+@contextmanager
+def _store_errors(what: str) -> Iterator[None]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as e:
+        raise TrackingError(f"{what}: {str(e.message).splitlines()[0]} (store {tracking_uri()})") from None
+
+
+def _client() -> Any:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
+    return MlflowClient(uri)
+
+
+def _client_and_experiment(experiment: str) -> tuple[Any, str]:
+    """The client and ``experiment``'s id, creating the experiment (for writers)."""
+    client = _client()
+    uri = tracking_uri()
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         artifact_location = None
@@ -352,26 +373,48 @@ def _summary(run: Any) -> dict[str, Any]:
             "params": dict(run.data.params), "metrics": dict(run.data.metrics), "tags": dict(run.data.tags)}
 
 
+def _existing_experiment(experiment: str) -> tuple[Any, str | None]:
+    """The client and ``experiment``'s id, None when it does not exist: readers must not create an experiment
+    for every mistyped name."""
+    client = _client()
+    exp = client.get_experiment_by_name(experiment)
+    return client, None if exp is None else exp.experiment_id
+
+
+def experiment_names() -> list[str]:
+    """Names of the store's active experiments, sorted."""
+    with _store_errors("listing experiments"):
+        return sorted(e.name for e in _client().search_experiments())
+
+
 def recent_runs(n: int = 10, experiment: str = "proxy3d", pipelines_only: bool = False) -> list[dict[str, Any]]:
-    """The newest ``n`` top-level runs (newest first) as plain dicts: run_id, name, status, params, metrics, tags."""
-    client, exp_id = _client_and_experiment(experiment)
-    flt = "tags.`proxy3d.kind` = 'pipeline'" if pipelines_only else ""
-    runs = client.search_runs([exp_id], flt, order_by=["attribute.start_time DESC"], max_results=max(n * 20, 100))
+    """The newest ``n`` top-level runs (newest first) as plain dicts: run_id, name, status, params, metrics,
+    tags (none when ``experiment`` does not exist)."""
+    with _store_errors(f"runs of experiment {experiment!r}"):
+        client, exp_id = _existing_experiment(experiment)
+        if exp_id is None:
+            return []
+        flt = "tags.`proxy3d.kind` = 'pipeline'" if pipelines_only else ""
+        runs = client.search_runs([exp_id], flt, order_by=["attribute.start_time DESC"],
+                                  max_results=max(n * 20, 100))
     top = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     return [_summary(r) for r in top[:n]]
 
 
 def get_run(run_id: str) -> dict[str, Any]:
-    """One run as a plain dict (see :func:`recent_runs`)."""
-    client, _ = _client_and_experiment("proxy3d")
-    return _summary(client.get_run(run_id))
+    """One run as a plain dict (see :func:`recent_runs`); TrackingError when the store has no such run."""
+    with _store_errors(f"run {run_id!r}"):
+        return _summary(_client().get_run(run_id))
 
 
 def child_runs(parent_run_id: str, experiment: str = "proxy3d") -> list[dict[str, Any]]:
     """Child runs of a parent, oldest first (pipeline order)."""
-    client, exp_id = _client_and_experiment(experiment)
-    runs = client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{parent_run_id}'",
-                              order_by=["attribute.start_time ASC"], max_results=1000)
+    with _store_errors(f"child runs of {parent_run_id!r}"):
+        client, exp_id = _existing_experiment(experiment)
+        if exp_id is None:
+            return []
+        runs = client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                                  order_by=["attribute.start_time ASC"], max_results=1000)
     return [_summary(r) for r in runs]
 
 

@@ -43,3 +43,29 @@ def test_overrides_apply_and_are_typed(tmp_path: Path) -> None:
     assert p.proxies.budget == 450 and p.proxies.method == "fps"
     with pytest.raises(ParamsError):
         load_params(tmp_path / "missing.yaml", ["proxies.budget=abc"])
+
+
+@pytest.mark.parametrize("command", [["spacespan"], ["symbols"], ["triplets"], ["proxies"],
+                                     ["train", "--stage", "1"], ["evaluate"]])
+def test_a_params_file_that_does_not_exist_is_an_error_not_the_defaults(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+        command: list[str]) -> None:
+    from proxy3d import cli
+
+    monkeypatch.chdir(tmp_path)  # were the check gone, the stage would run on defaults here, not in the repo
+    monkeypatch.setenv("PROXY3D_TRACKING", "0")
+    missing = tmp_path / "nope.yaml"
+    assert cli.main([*command, "--params", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert f"proxy3d {command[0]}: error: --params {missing}: no such file" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_without_params_a_missing_params_yaml_means_the_defaults(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from proxy3d.stages._common import params_file
+
+    monkeypatch.chdir(tmp_path)
+    assert params_file(None) == Path("params.yaml") and "using the built-in defaults" in caplog.text
+    (tmp_path / "mine.yaml").write_text("proxies: {budget: 450}\n")
+    assert load_params(params_file("mine.yaml")).proxies.budget == 450

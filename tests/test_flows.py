@@ -5,6 +5,7 @@ params passed through to params.yaml, a failing stage fails the flow and the MLf
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,18 @@ def test_overrides_are_validated_and_keep_comments(tmp_path: Path) -> None:
         dvc.apply_overrides(tmp_path, ["proxies.budgte=1"])
     with pytest.raises(ValueError, match="expected section.key=value"):
         dvc.apply_overrides(tmp_path, ["proxies.budget"])
+
+
+@pytest.mark.parametrize("bad", ["proxies.budget=abc", "proxies.budget=[1, 2]", "data.frames=null"])
+def test_override_of_the_wrong_type_fails_and_leaves_params_untouched(tmp_path: Path, bad: str) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("data:\n  frames: 32\nproxies:\n  budget: 700  # tokens\n  method: semantic\n")
+    before = params.read_text()
+    key = bad.split("=")[0]
+    with pytest.raises(ValueError, match=rf"override '{re.escape(bad)}': .*{key}.*is unchanged"):
+        dvc.apply_overrides(tmp_path, ["proxies.method=fps", bad])
+    assert params.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]  # no temp file left behind
 
 
 def test_dvc_errors_are_classified(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from proxy3d.config import ProxiesParams
 from proxy3d.stages import proxies as stage
-from proxy3d.stages import tokenize as tool
+from proxy3d.stages import tokenize_cli as tool
 from proxy3d.tokenizer.noise import noisy_labels, support_of
 from proxy3d.tokenizer.quality import box_iou, evaluate_grid
 from proxy3d.tokenizer.synthetic import make_triplets
@@ -42,8 +42,9 @@ def test_stage_writes_proxies_metrics_and_plot(triplets_dir: Path, tmp_path: Pat
 
 
 def test_stage_main_fails_clearly_without_triplets(tmp_path: Path) -> None:
+    (tmp_path / "empty.yaml").write_text("")  # the built-in defaults (a missing --params file is an error)
     with pytest.raises(FileNotFoundError, match="no \\*.safetensors triplets"):
-        stage.main(["--params", str(tmp_path / "none.yaml"), "--triplets", str(tmp_path), "--out", str(tmp_path / "o"),
+        stage.main(["--params", str(tmp_path / "empty.yaml"), "--triplets", str(tmp_path), "--out", str(tmp_path / "o"),
                     "--metrics", str(tmp_path / "m.json"), "--plot", str(tmp_path / "p.png")])
 
 

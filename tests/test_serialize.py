@@ -78,7 +78,7 @@ def test_tokenize_file_writes_and_reports(tmp_path: Path) -> None:
 def test_tokenize_cli_names_outputs_by_scene_and_refuses_bad_arguments(tmp_path: Path, capsys) -> None:
     import pytest
 
-    from proxy3d.stages.tokenize import main
+    from proxy3d.stages.tokenize_cli import main
     from proxy3d.types import save_triplets
 
     src = tmp_path / "triplets"

@@ -131,7 +131,8 @@ def test_changed_settings_render_again(rendered, tmp_path):
 def test_stage_main_writes_metrics(rendered, tmp_path):
     out, _, _ = rendered
     metrics_path = tmp_path / "metrics" / "symbols.json"
-    rc = stage.main(["--params", str(tmp_path / "absent.yaml"), "--out", str(out), "--metrics", str(metrics_path)])
+    (tmp_path / "empty.yaml").write_text("")  # the built-in defaults (a missing --params file is an error)
+    rc = stage.main(["--params", str(tmp_path / "empty.yaml"), "--out", str(out), "--metrics", str(metrics_path)])
     metrics = json.loads(metrics_path.read_text())
     assert rc == 0 and metrics["symbols"] == 213 and metrics["symbols_skipped"] == 213
 

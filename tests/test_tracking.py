@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy3d import runs_cli, tracking
+from proxy3d import cli, runs_cli, tracking
 
 CHILD = """
 import sys
@@ -95,8 +95,42 @@ def test_runs_compare_shows_differing_params_and_metrics(store: Path, capsys: py
 
 
 def test_compare_needs_two_runs(store: Path) -> None:
-    with pytest.raises(ValueError, match="need at least 2 runs"):
-        runs_cli.main(["--experiment", "empty", "compare"])
+    with tracking.start_run("proxies", experiment="one-run"):
+        pass
+    with pytest.raises(ValueError, match="need at least 2 runs .* found 1"):
+        runs_cli.main(["--experiment", "one-run", "compare"])
+
+
+def test_runs_of_an_unknown_experiment_list_the_known_ones_and_create_nothing(
+        store: Path, capsys: pytest.CaptureFixture) -> None:
+    with tracking.start_run("proxies", experiment="known"):
+        pass
+    for cmd in ("list", "compare"):
+        assert cli.main(["runs", "--experiment", "knwon", cmd]) == 1
+        err = capsys.readouterr().err
+        assert "--experiment 'knwon': no such experiment" in err and "known" in err
+        assert len(err.splitlines()) == 1
+    assert "knwon" not in tracking.experiment_names()
+    assert tracking.recent_runs(5, "knwon") == [] and "knwon" not in tracking.experiment_names()
+
+
+def test_runs_compare_of_an_unknown_run_id_is_a_one_line_error(
+        store: Path, capsys: pytest.CaptureFixture) -> None:
+    with tracking.start_run("proxies"):
+        pass
+    for bad in ("0" * 32, "not-a-run"):
+        assert cli.main(["runs", "compare", bad, bad]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"proxy3d runs: error: run '{bad}': ") and len(err.splitlines()) == 1, err
+
+
+def test_runs_compare_rejects_a_bad_metric_regex_before_reading_the_store(
+        capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["runs", "compare", "--metric", "("])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "argument --metric: '(' is not a regular expression" in err
+    assert "Traceback" not in err
 
 
 def test_tracking_off_gives_null_tracker(monkeypatch: pytest.MonkeyPatch) -> None:

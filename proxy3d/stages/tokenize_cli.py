@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from proxy3d.config import load_params
-from proxy3d.stages._common import command_parser
+from proxy3d.stages._common import command_parser, params_file
 from proxy3d.tokenizer import METHODS, ProxyTokenizer
 
 
@@ -18,15 +18,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--method", choices=METHODS, default=None, help="tokenizer (default: proxies.method)")
     ap.add_argument("--out", type=Path, required=True,
                     help="output folder (not the input folder); each scene is written as <scene_id>.safetensors")
-    ap.add_argument("--params", default=None,
+    ap.add_argument("--params", type=Path, default=None,
                     help="params file for the other proxies.* settings (default: params.yaml if present, else the "
                          "built-in defaults)")
     args = ap.parse_args(argv)
-    if args.params is not None and not Path(args.params).is_file():
-        raise FileNotFoundError(f"--params {args.params}: no such file; pass an existing params.yaml or leave it out")
     if args.budget is not None and args.budget < 1:
         raise ValueError(f"--budget {args.budget}: a scene needs at least 1 proxy token")
-    p = load_params(args.params or "params.yaml").proxies
+    p = load_params(params_file(args.params)).proxies
     over = {k: v for k, v in (("budget", args.budget), ("method", args.method)) if v is not None}
     tok = ProxyTokenizer.from_params(p, **over)
     if args.triplets.is_dir():
