@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from proxy3d.scenes.import_cli import main as import_main
-from proxy3d.scenes.scannet import SceneDataError, list_scenes, load_objects, open_scene
+from proxy3d.scenes.scannet import LABEL_TABLE, SceneDataError, list_scenes, load_objects, open_scene
 from proxy3d.scenes.sens import SensError, SensReader, sens_from_export
 from proxy3d.scenes.synth import SynthConfig, generate_dataset
 
@@ -104,6 +106,60 @@ def test_truncated_sens_frames_leave_nothing_behind(root: Path, tmp_path: Path) 
     with pytest.raises(SensError, match=r"frame \d of 6"):
         import_main([str(sens), "--out", str(tmp_path / "out"), "--frames", "0", *NO_PARAMS])
     assert not list((tmp_path / "out" / "scenes").iterdir())
+
+
+def _sens_frame_offsets(sens: Path) -> list[int]:
+    """Byte offset of each frame's header (camera_to_world, timestamps, colour and depth byte counts)."""
+    b = sens.read_bytes()
+    (strlen,) = struct.unpack_from("<Q", b, 4)
+    off = 4 + 8 + strlen + 4 * 64 + 8 + 16 + 4
+    (n,) = struct.unpack_from("<Q", b, off)
+    out, off = [], off + 8
+    for _ in range(n):
+        out.append(off)
+        nc, nd = struct.unpack_from("<QQ", b, off + 80)
+        off += 96 + nc + nd
+    return out
+
+
+@pytest.mark.parametrize(("frame", "field", "kind"), [(0, 0, "colour"), (2, 1, "depth"), (1, 0, "colour")])
+def test_sens_frame_with_a_huge_byte_count_is_a_sens_error(root: Path, tmp_path: Path, frame: int, field: int,
+                                                         kind: str) -> None:
+    """A corrupt colour/depth byte count (2**62) fails naming the file, the frame and the size before any
+    read or seek (it used to raise MemoryError, which import-scannet does not catch); frame 1 is skipped."""
+    sens = tmp_path / f"{SID}.sens"
+    sens_from_export(scene_dir(root), sens)
+    b = bytearray(sens.read_bytes())
+    struct.pack_into("<Q", b, _sens_frame_offsets(sens)[frame] + 80 + 8 * field, 2**62)
+    sens.write_bytes(bytes(b))
+    want = rf"{re.escape(str(sens))}: frame {frame} of 6 claims {2**62} {kind} bytes but only \d+ bytes"
+    with SensReader(sens) as r, pytest.raises(SensError, match=want):
+        list(r.frames([0, 2, 3]))
+    with pytest.raises(SensError, match=rf"scene '{SID}': {want}"):
+        import_main([str(sens), "--out", str(tmp_path / "out"), "--frames", "0", *NO_PARAMS])
+    assert not list((tmp_path / "out" / "scenes").iterdir())
+
+
+def test_sens_header_with_a_huge_frame_count_is_a_sens_error(root: Path, tmp_path: Path) -> None:
+    sens = tmp_path / f"{SID}.sens"
+    sens_from_export(scene_dir(root), sens)
+    b = bytearray(sens.read_bytes())
+    struct.pack_into("<Q", b, _sens_frame_offsets(sens)[0] - 8, 2**62)
+    sens.write_bytes(bytes(b))
+    want = rf"{re.escape(str(sens))}: the header claims {2**62} frames but only \d+ bytes follow"
+    with pytest.raises(SensError, match=want):
+        import_main([str(sens), "--out", str(tmp_path / "out"), "--frames", "0", *NO_PARAMS])
+
+
+def test_malformed_label_table_names_scene_file_and_line(root: Path) -> None:
+    table = root / LABEL_TABLE
+    where = re.escape(str(table))
+    table.write_text("a\tb\tc\n")
+    with pytest.raises(SceneDataError, match=rf"scene '{SID}': {where}:1: expected ScanNet's label table"):
+        load_objects(root, SID)
+    table.write_text("id\traw_category\tcategory\n1\tchair\tchair\n2\tbooks\n")
+    with pytest.raises(SceneDataError, match=rf"{where}:3: 2 tab-separated columns, need raw_category"):
+        load_objects(root, SID)
 
 
 @pytest.mark.parametrize("bad", ["../etc", "a/b", "..", "scene0000_00/../x", "/abs", ""])

@@ -10,14 +10,26 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from proxy3d import vocab
 from proxy3d.scenes import export
 from proxy3d.scenes.import_cli import main as import_main
 from proxy3d.scenes.sampling import sample_indices
-from proxy3d.scenes.scannet import open_scene
+from proxy3d.scenes.scannet import LABEL_TABLE, load_objects, open_scene
 from proxy3d.scenes.sens import SensFrame, SensHeader, SensReader, encode_depth, sens_from_export, write_sens
 from proxy3d.scenes.synth import SynthConfig, generate_dataset
 
 NO_PARAMS = ["--params", "does-not-exist.yaml"]
+# the header of ScanNet's scannetv2-labels.combined.tsv; tests write hand-made rows
+TSV_HEADER = "\t".join(["id", "raw_category", "category", "count", "nyu40id", "eigen13id", "nyuClass",
+                        "nyu40class", "eigen13class", "ModelNet40", "ModelNet10", "ShapeNetCore55",
+                        "synsetoffset", "wnsynsetid", "wnsynsetkey", "mpcat40index", "mpcat40"])
+
+
+def write_label_table(path: Path, rows: list[tuple[int, str, str]]) -> Path:
+    """A label table with ScanNet's 17 columns; only id, raw_category and category are filled in."""
+    lines = [f"{i}\t{raw}\t{cat}\t1" + "\t" * 13 for i, raw, cat in rows]
+    path.write_text("\n".join([TSV_HEADER, *lines]) + "\n")
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +145,54 @@ def test_colour_larger_than_depth_is_resized_to_depth_with_depth_intrinsics(synt
     np.testing.assert_allclose(f.K, K[:3, :3])
     ref = next(open_scene(synth_root, "scene0000_00").frames())
     assert np.abs(f.rgb.astype(int) - ref.rgb.astype(int)).mean() < 12
+
+
+RAW = [(0, "kitchen cabinets"), (1, "books"), (2, "towels"), (3, "chair"), (4, "sofa"), (5, "vase"),
+       (6, "blob")]
+
+
+def _raw_label_scene(root: Path, sid: str = "scene0000_00") -> Path:
+    """A scene whose aggregation carries ScanNet raw labels, one vertex per object."""
+    d = root / "scenes" / sid
+    (d / "color").mkdir(parents=True)
+    n = len(RAW)
+    xyz = np.repeat(np.arange(n, dtype=float)[:, None], 3, axis=1)
+    groups = [(oid, label, [oid]) for oid, label in RAW]
+    export.write_annotations(d, sid, groups, xyz, np.zeros((n, 3), np.uint8), np.arange(n))
+    (d / f"{sid}.txt").write_text("axisAlignment = 1 0 0 0 0 1 0 0 0 0 1 0 0 0 0 1\n")
+    return d
+
+
+def test_raw_aggregation_labels_get_their_category_through_scannets_label_table(tmp_path: Path) -> None:
+    """segGroups labels are ScanNet raw categories: the label table maps them to ScanNet200 names (as
+    ScanNet200's preprocessing does), which are then looked up in the vocabulary; labels stay raw."""
+    d = _raw_label_scene(tmp_path)
+    cid = vocab.category_id
+    # no table: the raw label itself is looked up (what the synthetic world relies on)
+    assert [o.category for o in load_objects(tmp_path, d.name)] == [-1, -1, -1, cid("chair"), cid("sofa"),
+                                                                     cid("vase"), -1]
+    rows = [(29, "kitchen cabinets", "kitchen cabinet"), (22, "books", "book"), (31, "towels", "towel"),
+            (2, "chair", "chair"), (6, "sofa", "couch"), (6, "sofa", "not the first row")]
+    want = [cid("kitchen cabinet"), cid("book"), cid("towel"), cid("chair"), cid("couch"), cid("vase"), -1]
+    assert min(want[:5]) >= 0 and cid("couch") != cid("sofa")
+    for where in (tmp_path, tmp_path / "scenes", d):  # data root, folder of scenes, scene folder
+        table = write_label_table(where / LABEL_TABLE, rows)
+        objs = load_objects(tmp_path, d.name)
+        assert [o.category for o in objs] == want, where
+        assert [(o.object_id, o.label) for o in objs] == RAW
+        table.unlink()
+
+
+def test_import_scannet_copies_the_label_table_next_to_scans(synth_root: Path, tmp_path: Path) -> None:
+    src = synth_root / "scenes" / "scene0000_00"
+    (tmp_path / "scans" / "scene0000_00").mkdir(parents=True)
+    sens = tmp_path / "scans" / "scene0000_00" / "scene0000_00.sens"  # the ScanNet release layout
+    _sens_from_scene(src, sens)
+    first = load_objects(synth_root, "scene0000_00")[0]
+    other = "mattress" if first.label != "mattress" else "lamp"
+    write_label_table(tmp_path / LABEL_TABLE, [(1, first.label, other)])
+    assert import_main([str(sens), "--out", str(tmp_path / "imported"), "--frames", "2", *NO_PARAMS]) == 0
+    assert (tmp_path / "imported" / "scenes" / "scene0000_00" / LABEL_TABLE).read_bytes() == (
+        tmp_path / LABEL_TABLE).read_bytes()
+    got = load_objects(tmp_path / "imported", "scene0000_00")[0]
+    assert (got.label, got.category) == (first.label, vocab.category_id(other))

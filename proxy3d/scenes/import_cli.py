@@ -2,7 +2,9 @@
 
 Each scene is written into a temporary folder next to its destination and renamed into place, so an
 interrupted import leaves no half scene. Mesh annotations found next to a ``.sens`` (``<id>.txt``,
-``<id>.aggregation.json``, ``<id>_vh_clean_2.ply``, ``<id>_vh_clean_2.0.010000.segs.json``) are copied.
+``<id>.aggregation.json``, ``<id>_vh_clean_2.ply``, ``<id>_vh_clean_2.0.010000.segs.json``) are copied, and
+so is ScanNet's label table (``scannetv2-labels.combined.tsv``) found next to the ``.sens`` or up to two
+folders above it (the ScanNet release keeps it next to ``scans/``): the reader maps raw labels with it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from proxy3d.config import load_params
 from proxy3d.io import safe_join, validate_scene_id
 from proxy3d.scenes import export
 from proxy3d.scenes.sampling import sample_indices
-from proxy3d.scenes.scannet import read_scene_txt
+from proxy3d.scenes.scannet import LABEL_TABLE, read_scene_txt
 from proxy3d.scenes.sens import SensError, SensReader
 from proxy3d.scenes.video import assumed_intrinsics, read_video
 
@@ -45,6 +47,15 @@ def _commit(tmp: Path, dest: Path) -> None:
     if dest.exists():
         shutil.rmtree(dest)
     tmp.rename(dest)
+
+
+def label_table_near(sens: Path) -> Path | None:
+    """ScanNet's label table next to ``sens`` or up to two folders above it (as in
+    ``<release>/scans/<id>/<id>.sens``); None when there is none."""
+    for d in sens.absolute().parents[:3]:
+        if (d / LABEL_TABLE).is_file():
+            return d / LABEL_TABLE
+    return None
 
 
 def import_sens(sens: Path, out_root: Path, frames: int, force: bool = False) -> Path:
@@ -80,6 +91,9 @@ def import_sens(sens: Path, out_root: Path, frames: int, force: bool = False) ->
             src = sens.with_name(pattern.format(scene_id))
             if src.exists():
                 shutil.copyfile(src, tmp / src.name)
+        table = label_table_near(sens)
+        if table is not None:
+            shutil.copyfile(table, tmp / LABEL_TABLE)
         _commit(tmp, dest)
     except SensError as e:
         raise SensError(f"scene {scene_id!r}: {e}") from None

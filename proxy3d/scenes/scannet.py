@@ -5,14 +5,22 @@ the axis-aligned world frame, from ``_vh_clean_2.ply`` + ``segs.json`` + ``aggre
 of :class:`~proxy3d.types.Frame` s sampled uniformly, with poses in the world frame (``axisAlignment @
 pose``) and depth in metres at the colour resolution (colour is resized to the depth size when they
 differ, and the depth intrinsics are used).
+
+An object's ``label`` is the aggregation's raw label (``"kitchen cabinets"``); its ``category`` is the
+vocabulary id of ScanNet's category for that raw label (``"kitchen cabinet"``) from ScanNet's label table
+``scannetv2-labels.combined.tsv`` (raw_category -> category, the names ScanNet200 uses), looked up in the
+scene folder, the folder of scenes and the data root; without a table, or for a label it lacks, the raw
+label itself is looked up (the synthetic world's labels are vocabulary names).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from functools import lru_cache
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 from PIL import Image
@@ -26,6 +34,7 @@ from proxy3d.types import Frame, SceneObject
 log = logging.getLogger(__name__)
 
 _SKIP_HINT = "set data.skip_invalid_frames=true to skip such frames"
+LABEL_TABLE = "scannetv2-labels.combined.tsv"
 
 
 class SceneDataError(ValueError):
@@ -85,6 +94,54 @@ def axis_alignment(meta: dict[str, str], path: Path, scene_id: str) -> np.ndarra
     return a.reshape(4, 4)
 
 
+def find_label_table(root: str | Path, scene_dir: Path) -> Path | None:
+    """ScanNet's ``scannetv2-labels.combined.tsv`` in the scene folder, the folder of scenes or the data root
+    (the first found); None when there is none."""
+    for d in dict.fromkeys((scene_dir, scenes_dir(root), Path(root))):
+        if (d / LABEL_TABLE).is_file():
+            return d / LABEL_TABLE
+    return None
+
+
+def read_label_table(path: Path) -> Mapping[str, str]:
+    """``raw_category -> category`` of ScanNet's label table (columns found by their header names; the first
+    row of a raw category wins, as in ScanNet200's preprocessing). Parsed once per file version."""
+    st = path.stat()
+    return _read_label_table(str(path), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=4)
+def _read_label_table(path: str, _mtime_ns: int, _size: int) -> Mapping[str, str]:
+    lines = Path(path).read_text(encoding="utf-8-sig", errors="replace").splitlines()
+    header = lines[0].rstrip("\r").split("\t") if lines else []
+    if "raw_category" not in header or "category" not in header:
+        raise SceneDataError(f"{path}:1: expected ScanNet's label table header (id, raw_category, category, "
+                             f"...), got {header[:4]}; use the scannetv2-labels.combined.tsv of the ScanNet "
+                             "release")
+    raw_col, cat_col = header.index("raw_category"), header.index("category")
+    out: dict[str, str] = {}
+    for n, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        row = line.rstrip("\r").split("\t")
+        if len(row) <= max(raw_col, cat_col):
+            raise SceneDataError(f"{path}:{n}: {len(row)} tab-separated columns, need raw_category (column "
+                                 f"{raw_col + 1}) and category (column {cat_col + 1}); fix or re-download "
+                                 "the table")
+        if row[raw_col].strip() and row[cat_col].strip():
+            out.setdefault(row[raw_col].strip(), row[cat_col].strip())
+    log.info("%s: %d raw categories mapped to ScanNet categories", path, len(out))
+    return MappingProxyType(out)
+
+
+def label_category(label: str, table: Mapping[str, str]) -> int:
+    """Vocabulary id of an aggregation label: of its ScanNet category in ``table`` (raw_category ->
+    category), else of the label itself; -1 when neither is in the vocabulary."""
+    mapped = table.get(label.strip())
+    cid = vocab.category_id(mapped) if mapped is not None else -1
+    return cid if cid >= 0 else vocab.category_id(label)
+
+
 def _scene_folder(root: str | Path, scene_id: str) -> Path:
     validate_scene_id(scene_id, source=str(root))
     d = scenes_dir(root) / scene_id
@@ -119,6 +176,11 @@ def load_objects(root: str | Path, scene_id: str) -> list[SceneObject]:
     if seg.shape[0] != xyz.shape[0]:
         raise SceneDataError(f"scene {scene_id!r}: {segs_path} has {seg.shape[0]} segIndices but {ply} has "
                              f"{xyz.shape[0]} vertices; both must come from the same mesh (_vh_clean_2)")
+    table_path = find_label_table(root, d)
+    try:
+        table = read_label_table(table_path) if table_path is not None else {}
+    except SceneDataError as e:
+        raise SceneDataError(f"scene {scene_id!r}: {e}") from None
     objects = []
     for g in groups:
         mask = np.isin(seg, np.asarray(g.get("segments", []), dtype=np.int64))
@@ -129,7 +191,7 @@ def load_objects(root: str | Path, scene_id: str) -> list[SceneObject]:
             continue
         lo, hi = xyz[mask].min(axis=0), xyz[mask].max(axis=0)
         label = str(g.get("label", ""))
-        objects.append(SceneObject(object_id=oid, label=label, category=vocab.category_id(label),
+        objects.append(SceneObject(object_id=oid, label=label, category=label_category(label, table),
                                    aabb=np.concatenate([(lo + hi) / 2, hi - lo])))
     return sorted(objects, key=lambda o: o.object_id)
 

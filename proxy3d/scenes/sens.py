@@ -15,6 +15,7 @@ Layout (little-endian, as in ScanNet's ``SensReader/python/SensorData.py`` and `
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
@@ -30,6 +31,7 @@ from proxy3d.io import atomic_path
 VERSION = 4
 COLOR_COMPRESSION = {-1: "unknown", 0: "raw", 1: "png", 2: "jpeg"}
 DEPTH_COMPRESSION = {-1: "unknown", 0: "raw_ushort", 1: "zlib_ushort", 2: "occi_ushort"}
+_FRAME_HEAD = 64 + 32  # camera_to_world, two timestamps, two byte counts
 
 
 class SensError(ValueError):
@@ -130,6 +132,11 @@ class SensReader:
         (n,) = struct.unpack("<Q", _read(f, 8, p, "header"))
         if cc not in COLOR_COMPRESSION or dc not in DEPTH_COMPRESSION:
             raise SensError(f"{p}: unknown compression codes (colour {cc}, depth {dc}): the file is corrupt")
+        left = self._bytes_left()
+        if n * _FRAME_HEAD > left:
+            raise SensError(f"{p}: the header claims {n} frames but only {left} bytes follow it (each frame "
+                            f"takes at least {_FRAME_HEAD}): the .sens is corrupt or truncated; re-download "
+                            "it")
         return SensHeader(name, *mats, COLOR_COMPRESSION[cc], DEPTH_COMPRESSION[dc], cw, ch, dw, dh, float(shift), n)
 
     def frames(self, indices: Iterable[int] | None = None) -> Iterator[tuple[int, SensFrame]]:
@@ -138,13 +145,22 @@ class SensReader:
         last = self.header.num_frames - 1 if wanted is None else max(wanted, default=-1)
         for i in range(last + 1):
             what = f"frame {i} of {self.header.num_frames}"
-            head = _read(self._f, 64 + 32, self.path, what)
+            head = _read(self._f, _FRAME_HEAD, self.path, what)
             pose = np.frombuffer(head[:64], dtype="<f4").reshape(4, 4).astype(np.float32)
             tc, td, nc, nd = struct.unpack("<QQQQ", head[64:])
+            left = self._bytes_left()
+            # checked before reading or seeking: a corrupt size (2**62) must not try to allocate that much
+            for kind, size, avail in (("colour", nc, left), ("depth", nd, left - nc)):
+                if size > avail:
+                    raise SensError(f"{self.path}: {what} claims {size} {kind} bytes but only {avail} bytes "
+                                    "are left in the file: the .sens is corrupt or truncated; re-download it")
             if wanted is not None and i not in wanted:
                 self._f.seek(nc + nd, io.SEEK_CUR)
                 continue
             yield i, SensFrame(pose, tc, td, _read(self._f, nc, self.path, what), _read(self._f, nd, self.path, what))
+
+    def _bytes_left(self) -> int:
+        return os.fstat(self._f.fileno()).st_size - self._f.tell()
 
     def close(self) -> None:
         self._f.close()
