@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,9 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from proxy3d.config import SpaceSpanParams
-from proxy3d.spacespan import assemble, get_spark, resolve_sources
-from proxy3d.spacespan.schema import REASONS, SOURCES, TASKS
+from proxy3d.eval.metrics import sqa3d_question_type
+from proxy3d.spacespan import assemble, get_spark, readers, resolve_sources
+from proxy3d.spacespan.schema import OBJECTS, REASONS, SOURCES, TASKS
 from proxy3d.spacespan.session import check_java
+from proxy3d.spacespan.validate import check
 
 FIXTURES = Path(__file__).parent / "fixtures" / "annotations"
 LABELS = {"scene0000_00": ["floor", "chair", "table", "lamp", "book", "chair"],
@@ -94,14 +97,17 @@ def test_each_quarantine_reason_is_recorded(built):
     assert got == sorted([
         ("scanrefer", "missing_field"), ("scanrefer", "wrong_type"), ("scanrefer", "unknown_object"),
         ("scanrefer", "unknown_scene"), ("scanrefer", "empty_question"), ("scanrefer", "duplicate_id"),
+        ("scanrefer", "object_id_out_of_range"),
         ("multi3drefer", "wrong_type"), ("scanqa", "empty_answer"), ("scanqa", "malformed_json"),
         ("sqa3d", "wrong_type"), ("sqa3d", "missing_field"), ("scan2cap", "wrong_type"),
         ("vsibench", "missing_field"), ("vsibench", "malformed_json"),
     ])
     assert set(q.loc[q["reason"] == "missing_field", "detail"]) == {"description", "answers", "ground_truth"}
     assert q.loc[q["reason"] == "unknown_object", "detail"].tolist() == ["7"]
+    assert q.loc[q["reason"] == "object_id_out_of_range", "detail"].tolist() == ["120"]
     assert built["metrics"]["quarantine_by_source_reason"]["scanrefer"]["duplicate_id"] == 1
-    assert built["metrics"]["quarantined"] == len(q) == 14
+    assert built["metrics"]["quarantine_by_source_reason"]["scanrefer"]["object_id_out_of_range"] == 1
+    assert built["metrics"]["quarantined"] == len(q) == 15
     assert set(q["reason"]) == set(REASONS)  # every documented reason is exercised
 
 
@@ -169,6 +175,118 @@ def test_two_runs_give_identical_row_sets(spark, built):
     # same names and bytes (DVC hashes the folder): Spark's random part-file names had made every rerun a change
     assert files(out2) == files(built["out"])
     assert all(f.name.startswith("part-") and f.name.count("-") == 1 for f in (out2 / "records").rglob("*.parquet"))
+
+
+def _write(path: Path, obj) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj), encoding="utf-8")
+    return path
+
+
+def _collect(df, *cols: str) -> list[dict]:
+    return [r.asDict() for r in df.select(*cols).orderBy(*cols).collect()]
+
+
+def _checked(spark, records, extra_objects: list[dict] = ()):
+    rows = _objects() + list(extra_objects)
+    objects = spark.createDataFrame(pd.DataFrame(rows, columns=OBJECTS.fieldNames()), schema=OBJECTS)
+    return check(records, objects)
+
+
+def test_file_split_is_read_from_the_file_name_not_its_folders(spark, tmp_path):
+    rec = [{"scene_id": "scene0000_00", "object_id": "1", "object_name": "chair", "ann_id": "0",
+            "description": "the chair"}]
+    for parent in ("my_val_runs", "exp-test-1", "train_runs"):
+        _write(tmp_path / parent / "scanrefer" / "ScanRefer_filtered_train.json", rec)
+        _write(tmp_path / parent / "scanrefer" / "ScanRefer_filtered_val.json", rec)
+        got = _collect(readers.read_scanrefer(spark, tmp_path / parent / "scanrefer"), "file", "file_split")
+        assert [(Path(r["file"]).name, r["file_split"]) for r in got] == [
+            ("ScanRefer_filtered_train.json", "train"), ("ScanRefer_filtered_val.json", "val")], parent
+
+
+def test_mmscan_release_file_is_split_by_its_keys(spark, tmp_path):
+    def rec(i: int, scene: str) -> dict:
+        return {"sub_class": "QA_Single_EQ", "scan_id": scene, "question": f"Is there a lamp {i}?",
+                "answers": ["Yes."], "object_ids": [3], "object_names": ["lamp"], "input_bboxes_id": None,
+                "input_bboxes": None, "output_bboxes_id": None, "output_bboxes": None,
+                "ID": f"QA_Single_EQ__{scene}__{i}"}
+
+    release = tmp_path / "MMScan-beta-release"
+    _write(release / "MMScan_samples" / "MMScan_QA.json", {
+        "train": [rec(0, "scene0000_00"), rec(1, "scene0000_00")], "val": [rec(2, "scene0001_00")],
+        "test": [rec(3, "scene0002_00")], "notes": "not a list of records"})
+    assert [f.name for f in readers.find_files(release, "mmscan")] == ["MMScan_QA.json"]
+    got = _collect(readers.read_mmscan(spark, release), "id", "file_split", "reason")
+    assert got == [
+        {"id": None, "file_split": None, "reason": "malformed_json"},
+        {"id": "mmscan:QA_Single_EQ__scene0000_00__0", "file_split": "train", "reason": None},
+        {"id": "mmscan:QA_Single_EQ__scene0000_00__1", "file_split": "train", "reason": None},
+        {"id": "mmscan:QA_Single_EQ__scene0001_00__2", "file_split": "val", "reason": None},
+        {"id": "mmscan:QA_Single_EQ__scene0002_00__3", "file_split": "val", "reason": None},
+    ]
+
+
+def test_target_ids_past_the_identifier_tokens_are_quarantined(spark, tmp_path):
+    _write(tmp_path / "ScanRefer_filtered_train.json", [
+        {"scene_id": "scene0000_00", "object_id": oid, "object_name": "chair", "ann_id": "0",
+         "description": "a chair"} for oid in ("1", "99", "120")])
+    extra = [{**_objects()[1], "object_id": i} for i in (99, 120)]  # more objects than identifier tokens
+    got = _collect(_checked(spark, readers.read_scanrefer(spark, tmp_path), extra), "id", "reason", "detail")
+    assert got == [
+        {"id": "scanrefer:scene0000_00:120:0", "reason": "object_id_out_of_range", "detail": "120"},
+        {"id": "scanrefer:scene0000_00:1:0", "reason": None, "detail": None},
+        {"id": "scanrefer:scene0000_00:99:0", "reason": None, "detail": None},
+    ]
+
+
+def test_one_bad_scan2cap_entry_is_quarantined_alone(spark, tmp_path):
+    _write(tmp_path / "scan2cap_val_corpus.json", {
+        "scene0001_00|1|bed": ["sos the bed against the wall . eos"],
+        "scene0001_00|2|pillow": "sos a pillow eos",
+        "scene0001_00|3|pillow": None,
+        "scene0001_00|0|floor": ["sos the floor eos", "sos a wooden floor eos"]})
+    got = _collect(readers.read_scan2cap(spark, tmp_path), "id", "answers", "reason", "detail")
+    assert got == [
+        {"id": "scan2cap:scene0001_00|0|floor", "answers": ["the floor", "a wooden floor"], "reason": None,
+         "detail": None},
+        {"id": "scan2cap:scene0001_00|1|bed", "answers": ["the bed against the wall ."], "reason": None,
+         "detail": None},
+        {"id": "scan2cap:scene0001_00|2|pillow", "answers": None, "reason": "wrong_type", "detail": None},
+        {"id": "scan2cap:scene0001_00|3|pillow", "answers": None, "reason": "missing_field",
+         "detail": "captions"},
+    ]
+
+
+def test_sqa3d_question_type_is_the_eval_classifier(spark, tmp_path):
+    questions = ["Isn't the door open?", "Cannot I sit on it?", "However many chairs?", "Whatever is left?",
+                 "  what's that?", "\u3000Which way is the door?", "\tHOW far is the bed?",
+                 "Where is the lamp?", "Do I face the bed?", "is it red?"]
+    answer = [{"answer": "x", "answer_confidence": "yes", "answer_id": 1}]
+    _write(tmp_path / "v1_balanced_questions_val_scannetv2.json", {"questions": [
+        {"scene_id": "scene0001_00", "situation": "I stand.", "alternative_situation": [], "question": q,
+         "question_id": i} for i, q in enumerate(questions)]})
+    _write(tmp_path / "v1_balanced_sqa_annotations_val_scannetv2.json", {"annotations": [
+        {"scene_id": "scene0001_00", "question_id": i, "answers": answer,
+         "position": {"x": 0, "y": 0, "z": 0}, "rotation": {"_x": 0, "_y": 0, "_z": 0, "_w": 1}}
+        for i in range(len(questions))]})
+    rows = _collect(readers.read_sqa3d(spark, tmp_path), "question", "question_type")
+    got = {r["question"]: r["question_type"] for r in rows}
+    assert got == {q: sqa3d_question_type(q) for q in questions}
+    assert set(got.values()) == {"what", "is", "how", "can", "which", "others"}
+
+
+def test_multi3drefer_id_is_scene_object_and_annotation(spark, tmp_path):
+    def rec(ann_id: int, oid: int | None, ids: list[int]) -> dict:
+        r = {"scene_id": "scene0000_00", "object_name": "chair", "ann_id": ann_id,
+             "description": f"the chair {oid}", "object_ids": ids, "eval_type": "st_w_d", "spatial": False,
+             "color": True, "texture": False, "shape": False}
+        return r if oid is None else {**r, "object_id": oid}
+
+    _write(tmp_path / "multi3drefer_val.json", [rec(0, 1, [1]), rec(0, 5, [5]), rec(1, None, [1, 5])])
+    got = _collect(_checked(spark, readers.read_multi3drefer(spark, tmp_path)), "id", "reason")
+    assert got == [{"id": "multi3drefer:scene0000_00:1", "reason": None},
+                   {"id": "multi3drefer:scene0000_00:1:0", "reason": None},
+                   {"id": "multi3drefer:scene0000_00:5:0", "reason": None}]
 
 
 def test_missing_required_source_names_it(tmp_path):

@@ -14,6 +14,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from proxy3d.eval.metrics import SQA3D_TYPES
 from proxy3d.spacespan.raw import file_split, load_raw, parse, parse_reason
 from proxy3d.spacespan.schema import NATIVE, REQUIRED
 
@@ -29,7 +30,10 @@ PATTERNS: dict[str, tuple[str, ...]] = {
     "sqa3d_annotations": ("v1_balanced_sqa_annotations_train_scannetv2.json*",
                           "v1_balanced_sqa_annotations_val_scannetv2.json*"),
     "scan2cap": ("scan2cap_train_corpus.json*", "scan2cap_val_corpus.json*"),
-    "mmscan": ("MMScan_QA_train.json*", "MMScan_QA_val.json*"),
+    # the release's one file (the devkit reads MMScan_samples/MMScan_QA.json: {"train": [...], "val": [...],
+    # "test": [...]}) or one file per split
+    "mmscan": ("MMScan_QA.json*", "MMScan_samples/MMScan_QA.json*", "MMScan_QA_train.json*",
+               "MMScan_QA_val.json*"),
     "vsibench": ("*.parquet", "*.json", "*.jsonl"),
 }
 
@@ -82,7 +86,9 @@ def read_multi3drefer(spark: SparkSession, path: Path) -> DataFrame:
     ids = _ints(F.col("r.object_ids"))
     answer = F.when(F.size(ids) == 0, F.lit("none")).otherwise(_tok(ids))
     return _finish(df, "multi3drefer", F.lit("multi_grounding"), 4, reason, detail,
-                   id=F.concat_ws(":", F.lit("multi3drefer"), "r.scene_id", F.col("r.ann_id").cast("string")),
+                   # keyed (scene, object_id, ann_id) as in M3DRef-CLIP; scene:ann_id without an object_id
+                   id=F.concat_ws(":", F.lit("multi3drefer"), "r.scene_id", "r.object_id",
+                                  F.col("r.ann_id").cast("string")),
                    scene_id=F.col("r.scene_id"), question=F.col("r.description"), answers=F.array(answer),
                    target_object_ids=ids, question_type=F.col("r.eval_type"))
 
@@ -97,8 +103,12 @@ def read_scanqa(spark: SparkSession, path: Path) -> DataFrame:
 
 
 def _sqa_type(q: Column) -> Column:
-    first = F.lower(F.regexp_extract(q, r"^\s*(\w+)", 1))
-    return F.when(first.isin("what", "is", "how", "can", "which"), first).otherwise(F.lit("other"))
+    """``proxy3d.eval.metrics.sqa3d_question_type`` (LEO's ``get_sqa_question_type``) as a Spark expression,
+    so the job needs no Python workers: the first type the stripped, lower-cased question starts with, else
+    the leftover type ("others")."""
+    *named, rest = SQA3D_TYPES
+    text = F.lower(F.regexp_replace(q, r"(?U)^[\s\x1c-\x1f]+", ""))  # the characters str.lstrip() strips
+    return F.coalesce(*[F.when(text.startswith(t), F.lit(t)) for t in named], F.lit(rest))
 
 
 def read_sqa3d(spark: SparkSession, path: Path) -> DataFrame:
@@ -153,7 +163,7 @@ def read_scan2cap(spark: SparkSession, path: Path) -> DataFrame:
 
 
 def read_mmscan(spark: SparkSession, path: Path) -> DataFrame:
-    df = parse(load_raw(spark, find_files(path, "mmscan")), NATIVE["mmscan"])
+    df = parse(load_raw(spark, find_files(path, "mmscan"), "splits"), NATIVE["mmscan"])
     reason, detail = parse_reason(REQUIRED["mmscan"])
     return _finish(df, "mmscan", F.lit("attribute"), 3, reason, detail,
                    id=F.concat(F.lit("mmscan:"), F.col("r.ID")), scene_id=F.col("r.scan_id"),

@@ -14,7 +14,7 @@ SOURCES = ("scanrefer", "multi3drefer", "scanqa", "sqa3d", "scan2cap", "mmscan",
 TASKS = ("grounding", "multi_grounding", "qa", "situated_qa", "caption", "attribute", "spatial_mc",
          "spatial_num", "id_align", "coord_align")
 REASONS = ("malformed_json", "wrong_type", "missing_field", "empty_question", "empty_answer", "unknown_scene",
-           "unknown_object", "duplicate_id")
+           "object_id_out_of_range", "unknown_object", "duplicate_id")
 
 # One row per QA/instruction. position = [x, y, z]; rotation = quaternion [x, y, z, w]; both null unless situated.
 RECORD = T.StructType([
@@ -65,9 +65,9 @@ _STRS, _LONGS = T.ArrayType(_STR), T.ArrayType(_LONG)
 NATIVE: dict[str, T.StructType] = {
     "scanrefer": _s(("scene_id", _STR), ("object_id", _STR), ("object_name", _STR), ("ann_id", _STR),
                     ("description", _STR), ("token", _STRS)),
-    "multi3drefer": _s(("scene_id", _STR), ("object_name", _STR), ("ann_id", _LONG), ("description", _STR),
-                       ("object_ids", _LONGS), ("eval_type", _STR), ("spatial", _BOOL), ("color", _BOOL),
-                       ("texture", _BOOL), ("shape", _BOOL)),
+    "multi3drefer": _s(("scene_id", _STR), ("object_id", _STR), ("object_name", _STR), ("ann_id", _LONG),
+                       ("description", _STR), ("object_ids", _LONGS), ("eval_type", _STR), ("spatial", _BOOL),
+                       ("color", _BOOL), ("texture", _BOOL), ("shape", _BOOL)),
     "scanqa": _s(("question_id", _STR), ("scene_id", _STR), ("question", _STR), ("answers", _STRS),
                  ("object_ids", _LONGS), ("object_names", _STRS)),
     "sqa3d_questions": _s(("question_id", _LONG), ("scene_id", _STR), ("situation", _STR),

@@ -1,13 +1,17 @@
 """Validation, quarantine, exact de-duplication and scene-level splits.
 
 Reasons, first match wins: malformed_json, wrong_type, missing_field (from the readers), empty_question,
-empty_answer, unknown_scene, unknown_object, duplicate_id (same id seen earlier: first by file, position, text).
+empty_answer, unknown_scene, object_id_out_of_range (a target id outside 0..NUM_IDENTIFIERS-1: no ``<OBJxxx>``
+token names it, so the model could never give the answer), unknown_object (a target id not in the scene's
+object table), duplicate_id (same id seen earlier: first by file, position, text).
 """
 
 from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+
+from proxy3d.vocab import NUM_IDENTIFIERS
 
 
 def scene_objects(objects: DataFrame) -> DataFrame:
@@ -24,10 +28,13 @@ def check(records: DataFrame, objects: DataFrame) -> DataFrame:
     df = records.join(F.broadcast(scene_objects(objects)), "scene_id", "left")
     targets = F.col("target_object_ids")
     missing = F.filter(targets, lambda x: x.isNull() | ~F.array_contains(F.col("scene_objects"), x))
+    out_of_range = F.filter(targets, lambda x: (x < 0) | (x >= NUM_IDENTIFIERS))
     checks: list[tuple[str, Column, Column]] = [
         ("empty_question", _blank(F.col("question")), F.lit("question")),
         ("empty_answer", F.col("answers").isNull() | F.forall("answers", _blank), F.lit("answers")),
         ("unknown_scene", F.col("scene_objects").isNull(), F.col("scene_id")),
+        ("object_id_out_of_range", F.size(out_of_range) > 0,
+         F.array_join(out_of_range.cast("array<string>"), ",")),
         ("unknown_object", F.size(missing) > 0, F.array_join(missing.cast("array<string>"), ",", "null")),
     ]
     flags = [F.col(f"_c{i}") for i in range(len(checks))]
