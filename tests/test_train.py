@@ -176,6 +176,10 @@ def test_killed_stage_does_not_resume_after_its_inputs_changed(toy: StagePaths, 
         train_stage(1, p, paths, NullTracker())
     assert "written with other params or inputs: not resuming" in caplog.text
     assert "resumed from" not in caplog.text
+    # rerun with other params and killed: the finished folder of the old run no longer reads as this stage's model
+    assert (paths.checkpoints / "stage1/bundle.json").exists()
+    assert train_stage(1, _params(steps=6), paths, NullTracker(), stop_after=2) == {"stopped_at": 2.0}
+    assert not (paths.checkpoints / "stage1/bundle.json").exists()
 
 
 @pytest.mark.slow

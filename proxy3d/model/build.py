@@ -62,6 +62,7 @@ def save_model_dir(model: Proxy3DModel, tok: Any, out_dir: Path, meta: dict[str,
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bundle.json").unlink(missing_ok=True)  # a save cut short must not read as a finished older one
     model.vlm.save_pretrained(str(out_dir / "vlm"), safe_serialization=True)
     # the serialized bytes through atomic_write_bytes: save_file recreates its target with mode 0600
     atomic_write_bytes(out_dir / "proxy3d.safetensors", save(_extra_state(model)))

@@ -210,6 +210,9 @@ def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     if rank == 0:  # before the first checkpoint: a folder with a checkpoint always has its fingerprint
         atomic_write_text(stamp, fingerprint)
+        # the folder persists across runs (DVC persist): its old model is no longer this stage's output, and a run
+        # killed before its own save must not leave a folder that reads as finished
+        (out_dir / "bundle.json").unlink(missing_ok=True)
     start = ds.resume(engine, ckpt_dir)
     meta = {"stage": stage, "model": section_dict(params.model), "steps": sp.steps, "seed": tp.seed, "blind": blind}
     losses, speeds, t_start = [], [], time.perf_counter()
