@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,15 +40,20 @@ def inputs(work: Path, data: Path) -> tuple[object, str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--stages", type=int, nargs="+", default=[1, 2, 3, 4])
-    ap.add_argument("--params", default=str(ROOT / "params.yaml"))
-    ap.add_argument("--data", type=Path, default=ROOT / "data")
-    ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench_curriculum")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (train.seed), one run each")
+    ap.add_argument("--stages", type=int, nargs="+", default=[1, 2, 3, 4], help="curriculum stages to train, in order")
+    ap.add_argument("--params", default=str(ROOT / "params.yaml"), help="params file (default: the repo's)")
+    ap.add_argument("--data", type=Path, default=ROOT / "data",
+                    help="synthetic data root, used when artifacts/ has no SpaceSpan output")
+    ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench_curriculum",
+                    help="checkpoints go to <work>/seed<N>/, which is deleted first (default .cache/bench_curriculum)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (train.threads); 1 is fastest on 2 shared cores")
     ap.add_argument("-S", "--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = ap.parse_args()
+    args.work, args.data, args.params = args.work.resolve(), args.data.resolve(), str(Path(args.params).resolve())
+    args.json = args.json.resolve() if args.json else None
+    os.chdir(ROOT)  # params.yaml's relative paths (train.deepspeed_config) are relative to the repo root
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import shutil
 
@@ -76,11 +82,12 @@ def main() -> int:
         row["total_seconds"] = round(total, 1)
         results.append(row)
         print(json.dumps(row, indent=1), flush=True)
-    print("\nseed | total s | " + " | ".join(f"stage{s} s" for s in args.stages) + " | what_is | grounding | closest (chance) | MRA (median) | where (median centre)")
+    print("\nseed | total s | " + " | ".join(f"stage{s} s" for s in args.stages) + " | what_is (majority) | grounding (chance) | closest (chance) | MRA (median) | where (median centre)")
     for r in results:
         s1, s2 = r.get("stage1", {}), r.get("stage2", {})
         print(f"{r['seed']} | {r['total_seconds']} | " + " | ".join(str(r[f'stage{s}']['seconds']) for s in args.stages)
-              + f" | {s1.get('what_is_acc', '-')} | {s1.get('grounding_acc', '-')} | {s2.get('closest_acc', '-')} "
+              + f" | {s1.get('what_is_acc', '-')} ({s1.get('what_is_majority_baseline', '-')}) | "
+              f"{s1.get('grounding_acc', '-')} ({s1.get('grounding_chance', '-')}) | {s2.get('closest_acc', '-')} "
               f"({s2.get('closest_chance', '-')}) | {s2.get('distance_mra', '-')} ({s2.get('distance_mra_median_baseline', '-')})"
               f" | {s2.get('where_acc', '-')} ({s2.get('where_median_baseline', '-')})")
     if args.json:

@@ -33,11 +33,11 @@ def best(fn, repeat: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--patches", type=int, default=32 * 32 * 42)
-    ap.add_argument("--channels", type=int, default=1280)
-    ap.add_argument("--budget", type=int, default=700)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--patches", type=int, default=32 * 32 * 42, help="L, patches per scene (default 32 frames x 32x42)")
+    ap.add_argument("--channels", type=int, default=1280, help="C, feature width (default 1280)")
+    ap.add_argument("--budget", type=int, default=700, help="K, proxies per scene (default 700)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per timing; the fastest counts (default 3)")
     args = ap.parse_args()
     L, C, K, R = args.patches, args.channels, args.budget, args.repeat
     t = make_triplets(L, C, n_furniture=16, seed=0)
