@@ -29,6 +29,18 @@ def test_probe_scores_against_their_baselines() -> None:
     assert out["where_median_baseline"] == 0.5  # (2.9, 0.9) is within 0.5 m of (3.0, 0.5) only
 
 
+def test_stage1_probes_report_their_trivial_baselines() -> None:
+    """Always the most frequent train label for "What is", a random object of the scene for "Which object"."""
+    import numpy as np
+
+    scene = SceneInput.from_objects(np.array([3, 5, 8, 9]), np.zeros(4, np.int64), np.zeros((4, 3), np.float32))
+    probes = [Probe("what", scene, "q", label="wall"), Probe("what", scene, "q", label="chair"),
+              Probe("which", scene, "q", targets=(3,)), Probe("which", scene, "q", targets=(5, 8))]
+    out = score(probes, [("", [])] * 4, majority_label="Wall")
+    assert out["what_is_majority_baseline"] == 0.5 and out["what_is_acc"] == 0.0
+    assert out["grounding_chance"] == pytest.approx((1 / 4 + 2 / 4) / 2)
+
+
 def test_real_proxy_probes_ask_the_stage1_questions_on_each_scenes_proxies() -> None:
     import numpy as np
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -135,19 +136,27 @@ def near_xy(pred: Sequence[float], xy: tuple[float, float]) -> bool:
 
 
 def score(probes: Sequence[Probe], answers: Sequence[tuple[str, list[int]]], median_distance: float = 0.0,
-          median_xy: tuple[float, float] = (0.0, 0.0)) -> dict[str, float]:
-    """Accuracy per kind (and MRA with its median baseline for ``far``, the median-centre baseline for ``where``)."""
+          median_xy: tuple[float, float] = (0.0, 0.0), majority_label: str = "") -> dict[str, float]:
+    """Accuracy per kind, each next to its trivial baseline: always ``majority_label`` (the most frequent train
+    label) for ``what``, a random object of the scene for ``which`` and ``closest``, always the median distance
+    (MRA) for ``far``, always the median centre for ``where``."""
     hits: dict[str, list[float]] = {}
     base: list[float] = []
     where_base: list[float] = []
     chance: list[float] = []
+    which_chance: list[float] = []
+    what_base: list[float] = []
     for p, (text, ids) in zip(probes, answers, strict=True):
         if p.kind == "what":
             ok = " ".join(_OBJ.sub(" ", text).split()).lower() == p.label.lower()
+            what_base.append(float(p.label.lower() == majority_label.lower()))
         elif p.kind in ("which", "closest"):
             ok = bool(ids) and ids[-1] in p.targets
             if p.kind == "closest":
                 chance.append(p.chance)
+            else:
+                objects = len({int(i) for i in np.asarray(p.scene.instance) if int(i) >= 0})
+                which_chance.append(len(p.targets) / max(objects, 1))
         elif p.kind == "where":
             ok = near_xy(numbers(text), p.xy)
             where_base.append(float(near_xy(median_xy, p.xy)))
@@ -161,6 +170,10 @@ def score(probes: Sequence[Probe], answers: Sequence[tuple[str, list[int]]], med
     out = {names[k]: float(np.mean(v)) for k, v in hits.items()}
     if chance:
         out["closest_chance"] = float(np.mean(chance))
+    if which_chance:
+        out["grounding_chance"] = float(np.mean(which_chance))
+    if what_base and majority_label:
+        out["what_is_majority_baseline"] = float(np.mean(what_base))
     if base:
         out["distance_mra_median_baseline"] = float(np.mean(base))
     if where_base:
@@ -190,5 +203,7 @@ def run_probes(model: Proxy3DModel, codec: TextCodec, stage: int, val: dict[str,
              for i in range(len(o.ids)) for j in range(i + 1, len(o.ids))]
     centres = [o.centers[i, :2] for o in train.values() for i in range(len(o.ids))]
     mxy = tuple(float(v) for v in np.median(centres, axis=0)) if centres else (0.0, 0.0)
-    out = score(probes, answers, float(np.median(dists)) if dists else 0.0, mxy)
+    labels = Counter(lab for o in train.values() for lab in o.labels)
+    out = score(probes, answers, float(np.median(dists)) if dists else 0.0, mxy,
+                min(labels, key=lambda lab: (-labels[lab], lab)) if labels else "")
     return {f"real_{k}": v for k, v in out.items()} if stage == 4 else out
