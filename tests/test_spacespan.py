@@ -307,3 +307,16 @@ def test_cli_help_exits_cleanly(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--help"])
     assert e.value.code == 0 and "--master" in capsys.readouterr().out
+
+
+def test_templated_items_skip_objects_without_an_identifier_token(spark):
+    """No "What is the object <OBJ120>?" (there is no such token); <OBJ099> is the last one asked about."""
+    from proxy3d.config import SpaceSpanParams
+    from proxy3d.spacespan.curriculum import generate
+
+    rows = [("scene0000_00", i, "chair", 2, float(i), 1.0, 0.4, 0.5, 0.5, 0.9) for i in (3, 99, 120)]
+    objects = spark.createDataFrame(rows, "scene_id string, object_id int, label string, category int, center_x double, "
+                                          "center_y double, center_z double, size_x double, size_y double, size_z double")
+    items = generate(objects, SpaceSpanParams()).toPandas()
+    named = {int(i) for ids in items["target_object_ids"] for i in ids}
+    assert named == {3, 99} and not items["question"].str.contains("OBJ120").any()

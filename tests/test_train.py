@@ -393,6 +393,16 @@ def test_templated_coordinates_round_the_object_table_values_as_spacespan_does(t
     assert o.scene_input().centers.dtype == np.float32  # the model still gets float32
 
 
+def test_objects_past_the_identifier_tokens_are_left_out_of_the_templated_curriculum(tmp_path: Path, caplog) -> None:
+    """There is no <OBJ120>: a real ScanNet scene with that many objects had stopped stage 1 in reference.fuse."""
+    rows = [dict(scene_id="scene0000_00", object_id=i, label="chair", category=2, center_x=float(i), center_y=1.0,
+                 center_z=0.4, size_x=0.5, size_y=0.5, size_z=0.9, split="train") for i in (3, 99, 120)]
+    pd.DataFrame(rows).to_parquet(tmp_path / "objects.parquet")
+    with caplog.at_level("WARNING"):
+        o = load_objects(tmp_path / "objects.parquet")["train"]["scene0000_00"]
+    assert o.ids.tolist() == [3, 99] and "1 objects in 1 scenes have ids past <OBJ099>" in caplog.text
+
+
 class _Recorder(Tracker):
     """Keeps what a stage logs."""
 

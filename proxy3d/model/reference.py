@@ -124,15 +124,17 @@ class ReferenceEmbedding(nn.Module):
     def fuse(self, z: torch.Tensor, instance: torch.Tensor, category: torch.Tensor,
              sem_table: torch.Tensor | None = None) -> torch.Tensor:
         """z: (N, D); instance, category: (N,) long, -1 = none -> z + id_embed[instance] + sem[category], where
-        sem is ``sem_table`` (S, D) when given (the model adds the label-text tie) else :meth:`sem_embed`."""
+        sem is ``sem_table`` (S, D) when given (the model adds the label-text tie) else :meth:`sem_embed`.
+
+        An object id past the identifiers (``<OBJ000>``..``<OBJ099>``; a ScanNet scene can have more objects)
+        gets no identifier embedding, like -1: its proxies keep their category and position, and no question
+        names it (SpaceSpan quarantines such targets, the curriculum leaves such objects out)."""
         m, s = self.id_bank.shape[0], self.sem_bank.shape[0]
         real = instance.device.type != "meta"  # meta tensors (shape checks) have no values
-        if real and instance.numel() and int(instance.max()) >= m:
-            raise ValueError(f"object id {int(instance.max())} has no identifier (only <OBJ000>..<OBJ{m - 1:03d}>); "
-                             "scenes must have fewer than 100 objects")
         if real and category.numel() and int(category.max()) >= s:
             raise ValueError(f"category id {int(category.max())} is outside the {s}-category vocabulary")
-        ids = self.id_embed()[instance.clamp(min=0)] * (instance >= 0).unsqueeze(-1).to(z.dtype)
+        named = (instance >= 0) & (instance < m)
+        ids = self.id_embed()[instance.clamp(min=0, max=m - 1)] * named.unsqueeze(-1).to(z.dtype)
         table = self.sem_embed() if sem_table is None else sem_table
         sem = table[category.clamp(min=0)] * (category >= 0).unsqueeze(-1).to(z.dtype)
         return z + ids.to(z.dtype) + sem.to(z.dtype)

@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from proxy3d.config import SpaceSpanParams
+from proxy3d.vocab import NUM_IDENTIFIERS
 
 ITEM = ["id", "source", "task", "scene_id", "question", "answers", "target_object_ids", "curriculum_stage"]
 
@@ -30,7 +31,9 @@ def _item(stage: int, task: str, template: str, q: Column, a: Column, targets: C
 
 
 def generate(objects: DataFrame, p: SpaceSpanParams) -> DataFrame:
-    """Stage 1-3 items for every object (and label group) in ``objects``."""
+    """Stage 1-3 items for every object (and label group) in ``objects`` that has an identifier token (ids past
+    ``<OBJ099>`` cannot be asked about or answered with)."""
+    objects = objects.where(F.col("object_id") < NUM_IDENTIFIERS)
     tok = F.format_string("<OBJ%03d>", F.col("object_id"))
     fmt = f"%.{p.coord_precision}f"
     xyz = F.format_string(f"({fmt}, {fmt}, {fmt})", "center_x", "center_y", "center_z")

@@ -36,7 +36,7 @@ from proxy3d.scenes.annotations.vsibench import (
     size_question,
 )
 from proxy3d.tokenizer.allocation import allocate
-from proxy3d.vocab import categories
+from proxy3d.vocab import NUM_IDENTIFIERS, categories
 from proxy3d.vocab import identifier_token as obj
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,12 @@ def load_objects(path: Path) -> dict[str, dict[str, SceneObjects]]:
     missing = [c for c in OBJECT_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: columns {missing} missing (have {list(df.columns)}); the spacespan stage writes them")
+    unnamed = df["object_id"] >= NUM_IDENTIFIERS
+    if unnamed.any():  # no <OBJm> token to ask or answer with: out of the templated curriculum and the probes
+        log.warning("%s: %d objects in %d scenes have ids past <OBJ%03d> and are left out of the templated questions "
+                    "(their proxies still carry their category)", path, int(unnamed.sum()),
+                    df.loc[unnamed, "scene_id"].nunique(), NUM_IDENTIFIERS - 1)
+        df = df[~unnamed]
     out: dict[str, dict[str, SceneObjects]] = {}
     for (split, sid), g in df.sort_values(["scene_id", "object_id"]).groupby(["split", "scene_id"], sort=True):
         out.setdefault(str(split), {})[str(sid)] = SceneObjects(
