@@ -20,13 +20,13 @@ from pathlib import Path
 import yaml
 
 from proxy3d import tracking
+from proxy3d.config import TrackingParams
 
 name = sys.argv[1]
 params = yaml.safe_load(Path("params.yaml").read_text())
 section = {"prepare": "data", "proxies": "proxies", "evaluate": "evaluate"}[name]
-settings = params.get("tracking") or {}  # as the real stages do (proxy3d.tracking.stage_run)
-with tracking.start_run(name, params[section], experiment=settings.get("experiment", "proxy3d"),
-                        enabled_=None if settings.get("enabled", True) else False) as tracker:
+settings = TrackingParams(**(params.get("tracking") or {}))
+with tracking.stage_run(name, params[section], settings) as tracker:  # as the real stages do
     sleep = Path(f"SLEEP_{name}")
     if sleep.exists():
         time.sleep(float(sleep.read_text() or 0))

@@ -78,12 +78,15 @@ def run_stage(stage: str, project_dir: str, single_item: bool = True) -> dict[st
 
 
 def _tracking(project: Path) -> tuple[str, bool]:
-    """params.yaml's ``tracking.experiment`` and ``tracking.enabled`` (what the stage processes obey): the flow's
-    parent and skipped-stage runs had gone to the experiment "proxy3d" whatever the stages used, and were made
-    with tracking disabled."""
+    """params.yaml's ``tracking.experiment`` and ``tracking.enabled`` (what the stage processes obey, defaults from
+    proxy3d.config.TrackingParams): the flow's parent and skipped-stage runs had gone to the experiment "proxy3d"
+    whatever the stages used, and were made with tracking disabled."""
+    from proxy3d.config import TrackingParams
+
     path = project / "params.yaml"
     section = ((yaml.safe_load(path.read_text()) if path.exists() else None) or {}).get("tracking") or {}
-    return str(section.get("experiment", "proxy3d")), bool(section.get("enabled", True))
+    settings = TrackingParams(**section)
+    return str(settings.experiment), bool(settings.enabled)
 
 
 def _params_for_tracking(project: Path, flow_params: dict[str, Any]) -> dict[str, Any]:
