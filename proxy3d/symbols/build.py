@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from proxy3d.config import SymbolsParams, section_dict
-from proxy3d.io import atomic_write_bytes, write_json
+from proxy3d.io import atomic_write_bytes, sha256_file, write_json
 from proxy3d.symbols import render
 from proxy3d.symbols.tiny_pipeline import build_tiny_pipeline, load_pretrained_pipeline
 from proxy3d.vocab import NUM_IDENTIFIERS, categories, identifier_token
@@ -41,10 +41,6 @@ _FLUSH = 32
 # but a finished set is valid either way).
 _PIXEL_KEYS = ("pipeline", "prompt", "render_size", "icon_size", "steps", "guidance_scale", "seed",
                "num_identifiers", "glyph", "glyph_weight")
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @dataclass

@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from proxy3d.config import Params, StageParams, section_dict
-from proxy3d.io import atomic_write_text
+from proxy3d.io import atomic_write_text, sha256_file
 from proxy3d.model import text_tokenizer as tt
 from proxy3d.model.build import create_model, load_model_dir, save_model_dir
 from proxy3d.model.inputs import Example, SceneInput, TextCodec
@@ -116,11 +116,6 @@ def input_signature(paths: StagePaths, stage: int) -> dict[str, list[tuple[str, 
     return sig
 
 
-def file_hash(path: Path) -> str:
-    """sha256 of a file's contents."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def source_signature(root: Path = Path(__file__).resolve().parents[1]) -> str:
     """sha256 over the sorted paths and contents of the ``.py`` files under ``root/model`` and ``root/train``:
     the code that decides what a training step computes. Part of the resume fingerprint, so a stage killed before
@@ -201,7 +196,7 @@ def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
     ckpt_dir = out_dir / "ds"
     fingerprint = json.dumps({"model": section_dict(params.model), "train": section_dict(tp), "stage": section_dict(sp),
                               "blind": blind, "inputs": input_signature(paths, stage),
-                              "deepspeed_config": file_hash(Path(tp.deepspeed_config)),
+                              "deepspeed_config": sha256_file(tp.deepspeed_config),
                               "code": source_signature()}, sort_keys=True)
     stamp = ckpt_dir / "fingerprint.json"
     if (ckpt_dir / "latest").exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
