@@ -2,13 +2,15 @@
 
 JSON arrays, JSON Lines and (annotations only) Parquet are accepted. A malformed file raises
 :class:`PredictionFormatError` naming the file, the line and the fix; never an ``assert``.
-GT boxes come from a ScanNet-layout data root (``proxy3d.scenes.scannet.load_objects``) or from a table
-with columns ``scene_id, object_id, label, center_x/y/z, size_x/y/z`` (``artifacts/spacespan/objects.parquet``).
+GT boxes come from a ScanNet-layout data root or ScanNet's release root (``scans/<id>``, ``scans_test/<id>``)
+through ``proxy3d.scenes.scannet.load_objects``, or from a table with columns ``scene_id, object_id, label,
+center_x/y/z, size_x/y/z`` (``artifacts/spacespan/objects.parquet``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 
 _DECODER = json.JSONDecoder()
+log = logging.getLogger(__name__)
 
 
 class PredictionFormatError(ValueError):
@@ -189,10 +192,25 @@ def load_gt_boxes(source: str | Path, scene_ids: set[str]) -> Boxes:
     if not source.is_dir():
         raise FileNotFoundError(f"{source}: not a data root or objects table; pass --boxes data or "
                                 "--boxes artifacts/spacespan/objects.parquet")
-    from proxy3d.scenes.scannet import load_objects
+    from proxy3d.scenes.scannet import RELEASE_FOLDERS, load_objects, scenes_dir
 
+    # (folder of scene folders, root that load_objects gets): a data root keeps itself as root, so its label table
+    # is found; a release folder is its own root (the table next to scans/ is found from the scene folder)
+    layouts = [(scenes_dir(source), source)] + [(source / f, source / f) for f in RELEASE_FOLDERS]
+    missing = []
     for sid in sorted(scene_ids):
-        if not (source / "scenes" / sid).is_dir() and not (source / sid).is_dir():
-            continue  # unknown scene: its items score as wrong
-        out[sid] = {o.object_id: (o.label, np.asarray(o.aabb, dtype=np.float64)) for o in load_objects(source, sid)}
+        root = next((r for d, r in layouts if (d / sid).is_dir()), None)
+        if root is None:
+            missing.append(sid)
+            continue
+        out[sid] = {o.object_id: (o.label, np.asarray(o.aabb, dtype=np.float64)) for o in load_objects(root, sid)}
+    if missing and not out:
+        tried = ", ".join(f"{source / d}/<id>" for d in ("scenes", ".", *RELEASE_FOLDERS))
+        raise FileNotFoundError(f"--boxes {source}: none of the {len(missing)} scenes of the annotations (e.g. "
+                                f"{missing[0]}) has a folder in {tried}; point --boxes at a data root, at ScanNet's "
+                                "release root (the folder holding scans/) or at an objects table "
+                                "(artifacts/spacespan/objects.parquet)")
+    if missing:
+        log.warning("--boxes %s: %d of %d scenes of the annotations have no folder there (e.g. %s); their items "
+                    "score as wrong", source, len(missing), len(scene_ids), ", ".join(missing[:3]))
     return out

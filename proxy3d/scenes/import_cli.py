@@ -1,10 +1,14 @@
 """``proxy3d import-scannet``: ScanNet ``.sens`` files (or a plain video) -> the ScanNet export layout.
 
 Each scene is written into a temporary folder next to its destination and renamed into place, so an
-interrupted import leaves no half scene. Mesh annotations found next to a ``.sens`` (``<id>.txt``,
-``<id>.aggregation.json``, ``<id>_vh_clean_2.ply``, ``<id>_vh_clean_2.0.010000.segs.json``) are copied, and
-so is ScanNet's label table (``scannetv2-labels.combined.tsv``) found next to the ``.sens`` or up to two
-folders above it (the ScanNet release keeps it next to ``scans/``): the reader maps raw labels with it.
+interrupted import leaves no half scene. Frames are sampled among those with a finite pose (ScanNet writes
+-inf where tracking was lost; the reader rejects such frames by default). Mesh annotations found next to a
+``.sens`` (``<id>.txt``, ``<id>.aggregation.json``, ``<id>_vh_clean_2.ply``,
+``<id>_vh_clean_2.0.010000.segs.json``) are copied, and so is ScanNet's label table
+(``scannetv2-labels.combined.tsv``) found next to the ``.sens`` or up to two folders above it (the ScanNet
+release keeps it next to ``scans/``): the reader maps raw labels with it. The sampled frames' 2D instance
+maps are extracted from ``<id>_2d-instance-filt.zip`` next to the ``.sens`` into ``instance-filt/``, which
+``perception.masks=gt`` needs.
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ import logging
 import os
 import shutil
 import sys
-from pathlib import Path
+import zipfile
+import zlib
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from tqdm import tqdm
@@ -30,6 +37,7 @@ from proxy3d.scenes.video import assumed_intrinsics, read_video
 log = logging.getLogger(__name__)
 
 COPIED = ("{}.aggregation.json", "{}_vh_clean_2.ply", "{}_vh_clean_2.0.010000.segs.json")
+INSTANCE_ZIP = "{}_2d-instance-filt.zip"  # instance-filt/<frame>.png: objectId + 1, 0 = none
 
 
 def _staging(out_root: Path, scene_id: str, force: bool) -> tuple[Path, Path]:
@@ -58,22 +66,49 @@ def label_table_near(sens: Path) -> Path | None:
     return None
 
 
+def extract_instances(archive: Path, ids: Sequence[int], out_dir: Path, scene_id: str) -> None:
+    """Copy ``<frame>.png`` of frames ``ids`` from ScanNet's ``_2d-instance-filt.zip`` into ``out_dir``."""
+    try:
+        with zipfile.ZipFile(archive) as z:
+            members = {int(PurePosixPath(n).stem): n for n in z.namelist()
+                       if n.lower().endswith(".png") and PurePosixPath(n).stem.isdigit()}
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for i in ids:
+                if int(i) in members:
+                    (out_dir / f"{i}.png").write_bytes(z.read(members[int(i)]))
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise ValueError(f"scene {scene_id!r}: cannot read {archive} ({e}): re-download it, or move it away to "
+                         "import without instance maps (perception.masks=gt then fails)") from None
+    missing = sum(int(i) not in members for i in ids)
+    if missing:
+        log.warning("scene %r: %s has no instance map for %d of %d imported frames; perception.masks=gt fails "
+                    "on those frames", scene_id, archive, missing, len(ids))
+
+
 def import_sens(sens: Path, out_root: Path, frames: int, force: bool = False) -> Path:
-    """Export ``frames`` uniformly sampled frames of ``sens`` (0 = all) to ``out_root/scenes/<stem>/``."""
+    """Export ``frames`` frames of ``sens`` (0 = all), sampled uniformly among those with a finite pose, to
+    ``out_root/scenes/<stem>/``."""
     scene_id = validate_scene_id(sens.stem, source=str(sens))
     dest, tmp = _staging(out_root, scene_id, force)
     try:
         with SensReader(sens) as r:
             h = r.header
-            ids = sample_indices(h.num_frames, frames)
-            bad = 0
+            valid = np.flatnonzero(np.isfinite(r.poses()).all(axis=(1, 2)))
+            lost = h.num_frames - len(valid)
+            if not len(valid):
+                raise SensError(f"{sens}: no frame has a finite camera pose ({h.num_frames} frames, {lost} with "
+                                "tracking lost): nothing to import; use another scene or re-download the file")
+            ids = valid[sample_indices(len(valid), frames)].tolist()
             for i, fr in tqdm(r.frames(ids), total=len(ids), desc=scene_id, unit="frame"):
-                bad += int(not np.isfinite(fr.camera_to_world).all())
                 jpeg = fr.color_data if h.color_compression == "jpeg" else export.encode_jpeg(fr.color(h))
                 export.write_frame(tmp, i, fr.camera_to_world.astype(np.float64), color_jpeg=jpeg, depth_mm=fr.depth(h))
-        if bad:
-            log.warning("scene %r: %d of %d exported frames have non-finite poses (tracking lost); readers reject "
-                        "them unless data.skip_invalid_frames=true", scene_id, bad, len(ids))
+        if lost:
+            log.warning("scene %r: %d of %d frames of %s have non-finite poses (tracking lost) and are not "
+                        "imported; sampled %d of the %d others", scene_id, lost, h.num_frames, sens, len(ids),
+                        len(valid))
+        archive = sens.with_name(INSTANCE_ZIP.format(scene_id))
+        if archive.exists():
+            extract_instances(archive, ids, tmp / "instance-filt", scene_id)
         export.write_intrinsics(tmp, h.intrinsic_color, h.intrinsic_depth)
         (tmp / "intrinsic" / "extrinsic_color.txt").write_text(export.format_matrix(h.extrinsic_color))
         (tmp / "intrinsic" / "extrinsic_depth.txt").write_text(export.format_matrix(h.extrinsic_depth))

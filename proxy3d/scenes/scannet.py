@@ -3,8 +3,16 @@
 ``open_scene(root, scene_id, frames=32)`` returns a :class:`ScanNetScene`: ground-truth objects (boxes in
 the axis-aligned world frame, from ``_vh_clean_2.ply`` + ``segs.json`` + ``aggregation.json``) and a stream
 of :class:`~proxy3d.types.Frame` s sampled uniformly, with poses in the world frame (``axisAlignment @
-pose``) and depth in metres at the colour resolution (colour is resized to the depth size when they
-differ, and the depth intrinsics are used).
+pose``). With depth, a frame is at the depth resolution (colour resized to it) with the depth intrinsics:
+ScanNet's SensReader writes ``intrinsic_color.txt`` for the recorded 1296x968 colour even when it exports
+colour resized, so the colour matrix cannot be trusted for exported images. Intrinsics are scaled to the
+image size when ``<id>.txt`` gives the recorded size (``colorWidth``/``colorHeight``, ``depthWidth``/
+``depthHeight``) and it differs; without those keys, a principal point outside the image is an error.
+
+Two scene-folder layouts are read: the export layout (``intrinsic/intrinsic_{color,depth}.txt``,
+``instance-filt/<i>.png``) and ScanNet's preprocessed ``scannet_frames_25k`` (``intrinsics_{color,depth}.txt``
+at the scene root, ``instance/<i>.png``). The raw release (``scans/<id>/<id>.sens``) is converted by
+``proxy3d import-scannet``; only its mesh annotations are read in place (``proxy3d score --boxes``).
 
 An object's ``label`` is the aggregation's raw label (``"kitchen cabinets"``); its ``category`` is the
 vocabulary id of ScanNet's category for that raw label (``"kitchen cabinet"``) from ScanNet's label table
@@ -35,6 +43,13 @@ log = logging.getLogger(__name__)
 
 _SKIP_HINT = "set data.skip_invalid_frames=true to skip such frames"
 LABEL_TABLE = "scannetv2-labels.combined.tsv"
+RELEASE_FOLDERS = ("scans", "scans_test")  # folders of scene folders in ScanNet's release root
+# per kind: the export layout's file, then scannet_frames_25k's
+INTRINSIC_FILES = {"color": ("intrinsic/intrinsic_color.txt", "intrinsics_color.txt"),
+                   "depth": ("intrinsic/intrinsic_depth.txt", "intrinsics_depth.txt")}
+INSTANCE_FOLDERS = ("instance-filt", "instance")
+LAYOUTS = ("the ScanNet export layout (intrinsic/intrinsic_color.txt, instance-filt/) and scannet_frames_25k "
+           "(intrinsics_color.txt at the scene root, instance/)")
 
 
 class SceneDataError(ValueError):
@@ -95,9 +110,13 @@ def axis_alignment(meta: dict[str, str], path: Path, scene_id: str) -> np.ndarra
 
 
 def find_label_table(root: str | Path, scene_dir: Path) -> Path | None:
-    """ScanNet's ``scannetv2-labels.combined.tsv`` in the scene folder, the folder of scenes or the data root
-    (the first found); None when there is none."""
-    for d in dict.fromkeys((scene_dir, scenes_dir(root), Path(root))):
+    """ScanNet's ``scannetv2-labels.combined.tsv`` in the scene folder, the folder of scenes, the data root or,
+    for ``scans/<id>``, the release root above ``scans/`` (where ScanNet ships it; the first found); None when
+    there is none."""
+    dirs = [scene_dir, scenes_dir(root), Path(root)]
+    if scene_dir.parent.name in RELEASE_FOLDERS:
+        dirs.append(scene_dir.parent.parent)
+    for d in dict.fromkeys(dirs):
         if (d / LABEL_TABLE).is_file():
             return d / LABEL_TABLE
     return None
@@ -196,6 +215,47 @@ def load_objects(root: str | Path, scene_id: str) -> list[SceneObject]:
     return sorted(objects, key=lambda o: o.object_id)
 
 
+def recorded_size(meta: dict[str, str], kind: str, path: Path, scene_id: str) -> tuple[int, int] | None:
+    """(width, height) the ``kind`` ("color"/"depth") intrinsics were calibrated for, from ``<id>.txt``;
+    None when it does not say."""
+    w, h = meta.get(f"{kind}Width"), meta.get(f"{kind}Height")
+    if w is None or h is None:
+        return None
+    try:
+        size = int(w), int(h)
+    except ValueError:
+        size = (0, 0)
+    if min(size) <= 0:
+        raise SceneDataError(f"scene {scene_id!r}: {kind}Width = {w!r}, {kind}Height = {h!r} in {path} are not "
+                             "positive integers; fix those lines")
+    return size
+
+
+def fit_intrinsics(K: np.ndarray, recorded: tuple[int, int] | None, image: tuple[int, int], path: Path,
+                   scene_id: str, kind: str) -> np.ndarray:
+    """(3, 3) ``K`` of a ``recorded`` (w, h) image scaled to an ``image`` (w, h) resize of it; pixel centres are
+    at integers (as ``unproject`` has them), so a principal point maps as ``c' = (c + 0.5) * s - 0.5``.
+    Without ``recorded``, K is taken as is unless its principal point lies outside the image."""
+    w, h = image
+    if recorded is None:
+        if not (0 <= K[0, 2] <= w and 0 <= K[1, 2] <= h):
+            raise SceneDataError(
+                f"scene {scene_id!r}: {path} has its principal point ({K[0, 2]:g}, {K[1, 2]:g}) outside the "
+                f"{w}x{h} {kind} images, so it belongs to another resolution (ScanNet's SensReader keeps the "
+                f"1296x968 colour matrix when it exports resized colour); add {kind}Width / {kind}Height of that "
+                f"resolution to <scene_id>.txt (ScanNet's has them) or write the intrinsics of the {w}x{h} images")
+        return K
+    if recorded == (w, h):
+        return K
+    sx, sy = w / recorded[0], h / recorded[1]
+    out = np.array(K, dtype=np.float64)
+    out[0, :2] *= sx
+    out[1, 1] *= sy
+    out[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
+    out[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+    return out
+
+
 def _frame_ids(folder: Path, suffixes: tuple[str, ...]) -> dict[int, Path]:
     if not folder.is_dir():
         return {}
@@ -237,7 +297,8 @@ class ScanNetScene:
             log.warning("scene %r: %s; skipping %d incomplete frames", sid, counts, len(everything - ids))
             self.skipped += len(everything - ids)
         self._color, self._depth = color, depth
-        self._instance = _frame_ids(d / "instance-filt", (".png",))
+        inst_dir = next((d / n for n in INSTANCE_FOLDERS if (d / n).is_dir()), d / INSTANCE_FOLDERS[0])
+        self._instance = _frame_ids(inst_dir, (".png",))
         self._poses: dict[int, np.ndarray] = {}
         bad: list[int] = []
         for i in sorted(ids):
@@ -259,10 +320,35 @@ class ScanNetScene:
         if not valid:
             raise SceneDataError(f"scene {sid!r}: no valid frame left in {d}; re-export the scene")
         self.frame_ids = [valid[i] for i in sample_indices(len(valid), frames)]
-        self.K_color = read_matrix(d / "intrinsic" / "intrinsic_color.txt", sid)[:3, :3]
-        self.K_depth = (read_matrix(d / "intrinsic" / "intrinsic_depth.txt", sid)[:3, :3]
-                        if depth is not None else None)
+        kinds = ("color", "depth") if depth is not None else ("color",)
+        self._K_files = {k: self._intrinsics_file(k) for k in kinds}
+        self.K_color = read_matrix(self._K_files["color"], sid)[:3, :3]
+        self.K_depth = read_matrix(self._K_files["depth"], sid)[:3, :3] if depth is not None else None
+        self._recorded = {k: recorded_size(self.meta, k, txt, sid) for k in kinds}
+        self._fitted: dict[tuple[str, int, int], np.ndarray] = {}
+        try:  # header only: intrinsics of another resolution fail at open, not mid-stream
+            with Image.open((depth if depth is not None else color)[self.frame_ids[0]]) as im:
+                self.intrinsics(kinds[-1], *im.size)
+        except OSError:
+            pass  # an undecodable image is reported while streaming, where skip_invalid_frames applies
         self.objects = load_objects(root, scene_id)
+
+    def _intrinsics_file(self, kind: str) -> Path:
+        for rel in INTRINSIC_FILES[kind]:
+            if (self.dir / rel).is_file():
+                return self.dir / rel
+        raise SceneDataError(f"scene {self.scene_id!r}: no {kind} intrinsics in {self.dir}: expected "
+                             f"{' or '.join(INTRINSIC_FILES[kind])}; supported layouts are {LAYOUTS}; re-export "
+                             "the scene")
+
+    def intrinsics(self, kind: str, width: int, height: int) -> np.ndarray:
+        """(3, 3) intrinsics of the ``kind`` images at ``width`` x ``height`` (see the module docstring)."""
+        key = (kind, width, height)
+        if key not in self._fitted:
+            K = self.K_depth if kind == "depth" else self.K_color
+            self._fitted[key] = fit_intrinsics(K, self._recorded[kind], (width, height), self._K_files[kind],
+                                               self.scene_id, kind)
+        return self._fitted[key]
 
     def __len__(self) -> int:
         return len(self.frame_ids)
@@ -291,11 +377,13 @@ class ScanNetScene:
                 log.warning("scene %r: skipping frame %d: %s", self.scene_id, i, e)
                 self.skipped += 1
                 continue
-            K = self.K_color
-            if depth is not None and rgb.shape[:2] != depth.shape:
+            if depth is not None:
                 h, w = depth.shape
-                rgb = np.array(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
-                K = self.K_depth
+                if rgb.shape[:2] != depth.shape:
+                    rgb = np.array(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
+                K = self.intrinsics("depth", w, h)
+            else:
+                K = self.intrinsics("color", rgb.shape[1], rgb.shape[0])
             if inst is not None and inst.shape != rgb.shape[:2]:
                 h, w = rgb.shape[:2]
                 inst = np.array(Image.fromarray(inst).resize((w, h), Image.NEAREST))

@@ -101,7 +101,8 @@ def _mat(f: BinaryIO, path: Path, what: str) -> np.ndarray:
 
 
 class SensReader:
-    """Open a ``.sens`` file: ``.header`` at once, frames streamed by :meth:`frames`."""
+    """Open a ``.sens`` file: ``.header`` at once, frames streamed by :meth:`frames`, poses alone by
+    :meth:`poses`."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -114,6 +115,7 @@ class SensReader:
         except Exception:
             self._f.close()
             raise
+        self._frames_start = self._f.tell()
 
     def _read_header(self) -> SensHeader:
         f, p = self._f, self.path
@@ -143,21 +145,37 @@ class SensReader:
         """Yield ``(index, frame)`` for ``indices`` (sorted; all when None), skipping other frames' bytes."""
         wanted = None if indices is None else set(int(i) for i in indices)
         last = self.header.num_frames - 1 if wanted is None else max(wanted, default=-1)
+        self._f.seek(self._frames_start)
         for i in range(last + 1):
             what = f"frame {i} of {self.header.num_frames}"
-            head = _read(self._f, _FRAME_HEAD, self.path, what)
-            pose = np.frombuffer(head[:64], dtype="<f4").reshape(4, 4).astype(np.float32)
-            tc, td, nc, nd = struct.unpack("<QQQQ", head[64:])
-            left = self._bytes_left()
-            # checked before reading or seeking: a corrupt size (2**62) must not try to allocate that much
-            for kind, size, avail in (("colour", nc, left), ("depth", nd, left - nc)):
-                if size > avail:
-                    raise SensError(f"{self.path}: {what} claims {size} {kind} bytes but only {avail} bytes "
-                                    "are left in the file: the .sens is corrupt or truncated; re-download it")
+            pose, tc, td, nc, nd = self._frame_head(what)
             if wanted is not None and i not in wanted:
                 self._f.seek(nc + nd, io.SEEK_CUR)
                 continue
             yield i, SensFrame(pose, tc, td, _read(self._f, nc, self.path, what), _read(self._f, nd, self.path, what))
+
+    def poses(self) -> np.ndarray:
+        """(num_frames, 4, 4) float32 camera_to_world of every frame (-inf where tracking was lost), seeking
+        past the images, so frames can be chosen by pose before any image is read."""
+        out = np.empty((self.header.num_frames, 4, 4), dtype=np.float32)
+        self._f.seek(self._frames_start)
+        for i in range(self.header.num_frames):
+            out[i], _, _, nc, nd = self._frame_head(f"frame {i} of {self.header.num_frames}")
+            self._f.seek(nc + nd, io.SEEK_CUR)
+        return out
+
+    def _frame_head(self, what: str) -> tuple[np.ndarray, int, int, int, int]:
+        """Pose, timestamps and image byte counts of the frame at the file position (left at its images)."""
+        head = _read(self._f, _FRAME_HEAD, self.path, what)
+        pose = np.frombuffer(head[:64], dtype="<f4").reshape(4, 4).astype(np.float32)
+        tc, td, nc, nd = struct.unpack("<QQQQ", head[64:])
+        left = self._bytes_left()
+        # checked before reading or seeking: a corrupt size (2**62) must not try to allocate that much
+        for kind, size, avail in (("colour", nc, left), ("depth", nd, left - nc)):
+            if size > avail:
+                raise SensError(f"{self.path}: {what} claims {size} {kind} bytes but only {avail} bytes "
+                                "are left in the file: the .sens is corrupt or truncated; re-download it")
+        return pose, tc, td, nc, nd
 
     def _bytes_left(self) -> int:
         return os.fstat(self._f.fileno()).st_size - self._f.tell()
