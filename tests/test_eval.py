@@ -22,7 +22,7 @@ def _item(i, task, answers, targets=(), question="q", qt=None, scene="scene0000_
 
 
 ITEMS = [
-    _item(0, "grounding", ["<OBJ000>"], [0]),            # chair, 2 chairs in the scene: multiple
+    _item(0, "grounding", ["<OBJ000>"], [0]),            # chair: the one annotated chair (chair 1 is not): unique
     _item(1, "grounding", ["<OBJ002>"], [2]),            # table: unique
     _item(2, "multi_grounding", ["<OBJ000> <OBJ001>"], [0, 1]),
     _item(3, "multi_grounding", ["none"], []),
@@ -53,7 +53,9 @@ def test_parse_objects_keeps_order_without_repeats():
 def test_score_pairs_maps_identifiers_to_boxes(boxes):
     r = score_pairs(ITEMS, PREDS, boxes, meteor=False)
     assert r["scanrefer"]["acc@0.25"] == 0.5  # right chair; table answered with a chair (IoU 0)
-    assert r["scanrefer"]["multiple_acc@0.25"] == 1.0 and r["scanrefer"]["unique_acc@0.25"] == 0.0
+    # unique/multiple over the annotated targets (ScanRefer's lookup): both unique, the scene's second chair is no
+    # grounding target
+    assert r["scanrefer"]["unique_acc@0.25"] == 0.5 and np.isnan(r["scanrefer"]["multiple_acc@0.25"])
     assert r["multi3drefer"]["f1@0.5"] == pytest.approx((0.8 + 1.0) / 2)  # 2 TP of 3 preds/2 gts; zero target
     assert r["multi3drefer"]["mt_f1@0.5"] == pytest.approx(0.8)
     assert r["scanqa"]["em"] == 0.5 and r["scanqa"]["refined_em"] == 1.0

@@ -114,13 +114,17 @@ def test_caption_metrics_equal_pycocoevalcap():
     assert corpus["rouge_l"] == pytest.approx(rouge)
     assert items["cider"] == pytest.approx(cider_items)
     assert items["cider"][1] == 0.0  # empty caption
-    # Scan2Cap@0.5: a missed object is an empty caption, averaged over all GT objects; a box matches when its IoU
-    # is strictly above 0.5 (Scan2Cap's feed_scene_cap keeps ious > min_iou), so "d" at exactly 0.5 is missed
+    # Scan2Cap@0.5 (benchmark/eval.py): "sos ... eos" on both sides, no PTB tokenizer, a missed object scores 0,
+    # averaged over all GT objects; a box matches when its IoU is at least 0.5 (filter_candidates), so "d" at
+    # exactly 0.5 is matched and just below it is missed
+    wrapped = {k: [f"sos {c} eos" for c in v] for k, v in gts.items()}
+    _, s2c_items = Cider().compute_score(wrapped, {k: [" ".join(["sos", *v.split(), "eos"])] for k, v in res.items()})
     s2c = scan2cap_scores(gts, res, {"a": 0.9, "b": 0.9, "c": 0.4, "d": 0.5}, meteor=False)
-    assert s2c["cider@0.5"] == pytest.approx((cider_items[0] + cider_items[1]) / 4)
-    assert s2c["recall@0.5"] == 0.5
-    s2c = scan2cap_scores(gts, res, {"a": 0.9, "b": 0.9, "c": 0.4, "d": 0.5 + 1e-9}, meteor=False)
+    assert s2c["cider@0.5"] == pytest.approx((s2c_items[0] + s2c_items[1] + s2c_items[3]) / 4)
     assert s2c["recall@0.5"] == 0.75
+    s2c = scan2cap_scores(gts, res, {"a": 0.9, "b": 0.9, "c": 0.4, "d": 0.5 - 1e-9}, meteor=False)
+    assert s2c["cider@0.5"] == pytest.approx((s2c_items[0] + s2c_items[1]) / 4)
+    assert s2c["recall@0.5"] == 0.5
 
 
 def test_scanrefer_iou_adds_scanrefers_epsilon_to_the_union():

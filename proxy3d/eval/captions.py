@@ -1,13 +1,16 @@
 """Caption metrics with pycocoevalcap (the code ScanQA, Scan2Cap and LEO use): BLEU-1..4, METEOR, ROUGE-L,
-CIDEr on PTB-tokenized text. METEOR and the PTB tokenizer run Java (``java`` must be on PATH).
+CIDEr. ScanQA's text is PTB-tokenized first (ATR-DBI/ScanQA scripts/score.py), Scan2Cap's is not. METEOR and
+the PTB tokenizer run Java (``java`` must be on PATH).
 
-Scan2Cap@0.5 is the paper's m@kIoU: every GT object is one caption item; its candidate is the caption of the
-predicted box with the highest IoU, and the item's score is multiplied by ``IoU > 0.5`` (strictly, as
-Scan2Cap's ``feed_scene_cap`` keeps ``ious > min_iou``; missed objects count as empty captions: score 0), then
-averaged over all GT objects. Scan2Cap's own ``eval_cap`` script differs in two ways we do not copy: it gives
-a missed object the candidate "sos eos" and scores it unmasked against "sos ... eos" references (so a miss
-still earns the BLEU-1/ROUGE-L of those two tokens), and it reports corpus-level BLEU where we average the
-per-caption BLEU like the other masked metrics.
+Scan2Cap@0.5 follows daveredrum/Scan2Cap benchmark/eval.py: a reference is ``"sos " + " ".join(token) + " eos"``
+(``organize_gt``), a candidate is the submitted caption (Scan2Cap's ``decode_caption`` emits "sos ... eos"; one
+without them is wrapped the same way), and both reach the scorers as whitespace-split strings (its ``capeval``
+has no PTB tokenizer), so "." is a token. Every GT object is one caption item; its candidate is the caption of
+the prediction assigned to it one-to-one in its scene (:func:`proxy3d.eval.metrics.assign_boxes`), and the item's
+score is multiplied by ``IoU >= 0.5`` (``filter_candidates``; the training-time ``lib/eval_helper.py`` uses
+``>``, we follow the benchmark), then averaged over all GT objects (the benchmark's recall, per-caption BLEU
+included). A missed object scores 0, as the benchmark's masked "sos eos" placeholder does; GT objects of a scene
+without predictions count as missed (the benchmark leaves them out of its denominator).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import atexit
 import logging
 import math
 import shutil
+import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -49,6 +53,28 @@ def _meteor() -> Any:
     return _METEOR[0]
 
 
+def scan2cap_tokens(text: str) -> list[str]:
+    """Tokens of a description without ScanRefer's ``token`` list: lower-cased, split on whitespace, and leading
+    and trailing punctuation split off one character per token ("chair." -> "chair", "."), the form of
+    ScanRefer's released token lists (Scan2Cap itself has no tokenizer: it reads ``token``). Punctuation inside a
+    word stays ("l-shaped", "it's")."""
+    out: list[str] = []
+    for word in text.lower().split():
+        core = word.strip(string.punctuation)
+        start = word.find(core) if core else len(word)
+        out += [*word[:start], *([core] if core else []), *word[start + len(core):]]
+    return out
+
+
+def scan2cap_caption(text: str) -> str:
+    """``text`` as Scan2Cap scores it: already "sos ... eos" as is, else its whitespace-separated tokens wrapped
+    in "sos"/"eos" (an empty caption becomes :data:`MISSED_CAPTION`)."""
+    words = str(text).split()
+    if len(words) >= 2 and words[0] == "sos" and words[-1] == "eos":
+        return str(text)
+    return " ".join(["sos", *words, "eos"])
+
+
 def _tokenize(gts: Mapping[str, Sequence[str]], res: Mapping[str, str]) -> tuple[dict, dict]:
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
@@ -60,12 +86,13 @@ def _tokenize(gts: Mapping[str, Sequence[str]], res: Mapping[str, str]) -> tuple
 
 
 def caption_scores(
-    gts: Mapping[str, Sequence[str]], res: Mapping[str, str], meteor: bool = True
+    gts: Mapping[str, Sequence[str]], res: Mapping[str, str], meteor: bool = True, ptb: bool = True
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Corpus scores and per-item scores for candidates ``res[id]`` against references ``gts[id]``.
 
     Returns ``({"bleu1".."bleu4", "meteor", "rouge_l", "cider"}, {same keys: (N,) per item in sorted id order})``.
     A missing candidate is an empty caption. CIDEr's IDF comes from all references, so one item alone scores 0.
+    ``ptb``: PTB-tokenize both sides first (ScanQA); else the strings are scored as they are (Scan2Cap).
     """
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
@@ -77,7 +104,10 @@ def caption_scores(
     if empty:
         raise ValueError(f"caption items without references: {empty[:5]}; every item needs >= 1 reference caption")
     keys = sorted(gts)
-    g, r = _tokenize({k: list(gts[k]) for k in keys}, {k: str(res.get(k, "")) for k in keys})
+    g: dict = {k: list(gts[k]) for k in keys}
+    r: dict = {k: [str(res.get(k, ""))] for k in keys}
+    if ptb:
+        g, r = _tokenize(g, {k: v[0] for k, v in r.items()})
     corpus: dict[str, float] = {}
     items: dict[str, np.ndarray] = {}
     bleu, bleu_items = Bleu(4).compute_score(g, r, verbose=0)
@@ -94,8 +124,9 @@ def caption_scores(
 
 
 def matched(iou: float, min_iou: float = 0.5) -> bool:
-    """A predicted box captions its GT object at ``min_iou`` when its IoU is strictly above it (Scan2Cap)."""
-    return float(iou) > min_iou
+    """A predicted box captions its GT object at ``min_iou`` when its IoU is at least that (Scan2Cap
+    benchmark/eval.py ``filter_candidates``: ``iou >= min_iou``)."""
+    return float(iou) >= min_iou
 
 
 def scan2cap_scores(
@@ -105,17 +136,17 @@ def scan2cap_scores(
     min_iou: float = 0.5,
     meteor: bool = True,
 ) -> dict[str, float]:
-    """Scan2Cap metrics @``min_iou``: mean over GT objects of item score × [IoU > min_iou] (:func:`matched`).
+    """Scan2Cap metrics @``min_iou``: mean over GT objects of item score × [IoU >= min_iou] (:func:`matched`);
+    the one definition both ``proxy3d score`` and the evaluate stage use.
 
-    gts: ``"scene|object_id" -> reference captions``; candidates: the matched prediction's caption (absent =
-    missed); ious: IoU of the matched prediction (absent = 0). When the references are Scan2Cap's
-    ``"sos ... eos"`` corpus, candidates are wrapped the same way, as Scan2Cap's decoder output is."""
+    gts: ``"scene|object_id" -> reference captions`` as tokens joined by spaces, with or without "sos"/"eos";
+    candidates: the assigned prediction's caption (absent = missed); ious: its IoU (absent = 0). Both sides go
+    through :func:`scan2cap_caption` and are scored without PTB tokenization (see the module docstring)."""
     if not gts:
         return {}
-    res = {k: candidates.get(k, MISSED_CAPTION) or MISSED_CAPTION for k in gts}
-    if all(c.startswith("sos ") for refs in gts.values() for c in refs):  # Scan2Cap's corpus: "sos ... eos"
-        res = {k: c if c.startswith("sos") else f"sos {c} eos" for k, c in res.items()}
-    _, items = caption_scores(gts, res, meteor=meteor)
+    refs = {k: [scan2cap_caption(c) for c in v] for k, v in gts.items()}
+    res = {k: scan2cap_caption(candidates.get(k, MISSED_CAPTION)) for k in gts}
+    _, items = caption_scores(refs, res, meteor=meteor, ptb=False)
     mask = np.array([matched(ious.get(k, 0.0), min_iou) for k in sorted(gts)], dtype=np.float64)
     tag = f"@{min_iou}"
     out = {f"{name}{tag}": float(np.mean(v * mask)) for name, v in items.items()}

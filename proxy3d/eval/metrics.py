@@ -4,16 +4,20 @@
   unique/multiple split (unique = the target's class occurs once among the scene's annotated objects; the
   18-class label via ScanNet's label table when one is given).
 - Multi3DRefer (``m3drefclip/evaluation/multi3drefer_evaluator.py``): Hungarian matching of predicted and
-  GT boxes on IoU (``scipy.optimize.linear_sum_assignment``), F1 = 2·TP / (|pred| + |gt|) per query,
-  zero-target queries score 1 iff nothing is predicted; mean per ``eval_type`` and overall.
+  GT boxes on IoU (``scipy.optimize.linear_sum_assignment``; the IoU in float32 with machine epsilon in the
+  union, as ``m3drefclip/util/utils.py``), F1 = 2·TP / (|pred| + |gt|) per query, zero-target queries score 1
+  iff nothing is predicted; mean per ``eval_type`` and overall.
+- Scan2Cap (``benchmark/eval.py``): one-to-one assignment of predicted to GT boxes per scene on GIoU
+  (:func:`assign_boxes`); the caption metrics are in :mod:`proxy3d.eval.captions`.
 - ScanQA / SQA3D (LEO ``data_utils.clean_answer`` and ``scanqa_eval.answer_match``): answer cleaning,
   EM and refined EM; SQA3D question type by the first word (what/is/how/can/which/others).
 - VSI-Bench (lmms-eval ``tasks/vsibench/utils.py``): MRA over θ ∈ linspace(0.5, 0.95, 10) of
   ``|pred − gt| / gt ≤ 1 − θ``, multiple choice by exact match of the first word with a trailing '.'
   stripped, the three ``object_rel_direction_*`` accuracies merged, overall = mean of the task scores.
 
-Boxes are ``(6,)`` centre + size (x, y, z) or ``(8, 3)`` corners; all IoUs are axis-aligned, as in the
-public code for heading 0 (``get_3d_box`` permutes axes identically for both boxes, so IoU is unchanged).
+Boxes are ``(6,)`` centre + size (x, y, z), ``(8, 3)`` corners or ``(2, 3)`` [min, max] bounds; all IoUs are
+axis-aligned, as in the public code for heading 0 (``get_3d_box`` permutes axes identically for both boxes, so
+IoU is unchanged).
 Caption metrics (pycocoevalcap) live in :mod:`proxy3d.eval.captions`.
 """
 
@@ -49,18 +53,33 @@ def get_3d_box(center: Sequence[float], size: Sequence[float]) -> np.ndarray:
 
 
 def box_bounds(box: Sequence[float] | np.ndarray) -> np.ndarray:
-    """``(2, 3)`` min/max corners of a box given as ``(6,)`` centre+size, ``(2, 3)`` bounds or ``(8, 3)`` corners."""
+    """``(2, 3)`` min/max corners of a box given as ``(6,)`` centre+size, ``(8, 3)`` corners or ``(2, 3)``
+    ``[min, max]`` bounds (M3DRef-CLIP's ``aabb_bound``).
+
+    A ``(2, 3)`` box is taken as bounds only when min <= max in every column: ``[[cx, cy, cz], [dx, dy, dz]]``
+    (centre and size as two rows) has the same shape, and reading it as corners would score a wrong box silently.
+    """
     b = np.asarray(box, dtype=np.float64)
     if b.shape == (6,):
         return np.stack([b[:3] - b[3:] / 2.0, b[:3] + b[3:] / 2.0])
-    if b.ndim == 2 and b.shape[1] == 3 and b.shape[0] in (2, 8):
+    if b.shape == (8, 3):
         return np.stack([b.min(0), b.max(0)])
-    raise ValueError(f"box of shape {b.shape}: expected (6,) centre+size, (2, 3) bounds or (8, 3) corners")
+    if b.shape == (2, 3):
+        if not (b[0] <= b[1]).all():
+            raise ValueError(f"box {b.tolist()} of shape (2, 3) is not [min, max] bounds (needs min <= max in every "
+                             "column); give [[xmin, ymin, zmin], [xmax, ymax, zmax]], 8 corners or "
+                             "[cx, cy, cz, dx, dy, dz]")
+        return b.copy()
+    raise ValueError(f"box {str(b.tolist())[:80]} of shape {b.shape}: give (6,) centre+size [cx, cy, cz, dx, dy, "
+                     "dz], (2, 3) bounds [[xmin, ymin, zmin], [xmax, ymax, zmax]] or (8, 3) corners")
 
 
 # ScanRefer's box3d_iou (utils/box_util.py) divides by union + 1e-8: an IoU of exactly 0.25 or 0.5 falls just
 # short of the threshold there
 SCANREFER_IOU_EPS = 1e-8
+# M3DRef-CLIP's get_batch_aabb_pair_ious (m3drefclip/util/utils.py) works in float32 and adds float32's machine
+# epsilon to the union: an IoU of exactly 0.25 or 0.5 on a small box falls just short of the threshold there
+MULTI3DREFER_IOU_EPS = np.finfo(np.float32).eps
 # the box of a named object that has none (unknown id, object missing from the scene): a point far away, IoU 0
 # with every box, so it still counts as a prediction (Multi3DRefer's F1 denominator) that matches nothing
 NO_BOX = np.array([1e9, 1e9, 1e9, 0.0, 0.0, 0.0])
@@ -74,6 +93,44 @@ def box3d_iou(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, 
     vol_a, vol_b = np.prod(ba[1] - ba[0]), np.prod(bb[1] - bb[0])
     union = vol_a + vol_b - inter
     return float(inter / (union + eps)) if union > 0 else 0.0
+
+
+def box3d_giou(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
+    """Axis-aligned generalized IoU: IoU - (enclosing - union) / enclosing. Scan2Cap's ``box_assignment``
+    (daveredrum/Scan2Cap benchmark/box_util.py ``generalized_box3d_iou``) ranks predictions by it, so boxes that
+    do not overlap still compete by how far apart they are."""
+    ba, bb = box_bounds(a), box_bounds(b)
+    inter = np.prod(np.clip(np.minimum(ba[1], bb[1]) - np.maximum(ba[0], bb[0]), 0.0, None))
+    union = np.prod(ba[1] - ba[0]) + np.prod(bb[1] - bb[0]) - inter
+    enclosing = np.prod(np.maximum(ba[1], bb[1]) - np.minimum(ba[0], bb[0]))
+    if enclosing <= 0:
+        return 0.0
+    return float((inter / union if union > 0 else 0.0) - (enclosing - union) / enclosing)
+
+
+def multi3drefer_iou(gt: Sequence[float] | np.ndarray, pred: Sequence[float] | np.ndarray) -> np.float32:
+    """IoU as M3DRef-CLIP computes it (``get_batch_aabb_pair_ious``): float32 bounds, ``inter / (v_gt + v_pred -
+    inter + eps)`` with :data:`MULTI3DREFER_IOU_EPS`."""
+    g, p = box_bounds(gt).astype(np.float32), box_bounds(pred).astype(np.float32)
+    zero = np.float32(0.0)
+    d = np.maximum(np.minimum(g[1], p[1]) - np.maximum(g[0], p[0]), zero)
+    inter = d[0] * d[1] * d[2]
+    vg, vp = (g[1] - g[0]), (p[1] - p[0])
+    return inter / (vg[0] * vg[1] * vg[2] + vp[0] * vp[1] * vp[2] - inter + np.float32(MULTI3DREFER_IOU_EPS))
+
+
+def assign_boxes(pred_boxes: Sequence, gt_boxes: Sequence) -> list[tuple[int | None, float]]:
+    """Per GT box: ``(index of its prediction, IoU)`` from a one-to-one assignment maximising the total GIoU
+    (``scipy.optimize.linear_sum_assignment``), as Scan2Cap's ``box_assignment`` (benchmark/eval.py) does per
+    scene; a GT box left without a prediction (fewer predictions than GT boxes) gets ``(None, 0.0)``. (Scan2Cap
+    gives such a box prediction 0 through a zero-initialised index array; we count it as missed.)"""
+    out: list[tuple[int | None, float]] = [(None, 0.0)] * len(gt_boxes)
+    if not len(pred_boxes) or not len(gt_boxes):
+        return out
+    giou = np.array([[box3d_giou(p, g) for g in gt_boxes] for p in pred_boxes], dtype=np.float64)
+    for i, j in zip(*linear_sum_assignment(-giou), strict=True):
+        out[j] = (int(i), box3d_iou(pred_boxes[i], gt_boxes[j]))
+    return out
 
 
 # ----------------------------------------------------------------------------- ScanRefer
@@ -152,16 +209,17 @@ def scanrefer_scores(ious: Sequence[float], unique_multiple: Sequence[int]) -> d
 
 # ----------------------------------------------------------------------------- Multi3DRefer
 def multi3drefer_f1(pred_boxes: Sequence, gt_boxes: Sequence) -> tuple[float, float]:
-    """F1@0.25 and F1@0.5 of one query (Hungarian matching on IoU); zero-target: 1 iff no prediction."""
+    """F1@0.25 and F1@0.5 of one query (Hungarian matching on :func:`multi3drefer_iou`); zero-target: 1 iff no
+    prediction."""
     n_pred, n_gt = len(pred_boxes), len(gt_boxes)
     if n_gt == 0:
         v = 1.0 if n_pred == 0 else 0.0
         return v, v
     size = max(n_pred, n_gt)
-    iou = np.zeros((size, size), dtype=np.float64)
+    iou = np.zeros((size, size), dtype=np.float32)
     for i, p in enumerate(pred_boxes):
         for j, g in enumerate(gt_boxes):
-            iou[i, j] = box3d_iou(g, p)
+            iou[i, j] = multi3drefer_iou(g, p)
     rows, cols = linear_sum_assignment(-iou)
     matched = iou[rows[:n_pred], cols[:n_pred]] if n_pred else np.zeros(0)
     return tuple(2.0 * float(np.count_nonzero(matched >= t)) / (n_pred + n_gt) for t in IOU_THRESHOLDS)  # type: ignore[return-value]
@@ -214,7 +272,12 @@ def clean_answer(text: str) -> str:
 def answer_match(pred: str, gts: Sequence[str]) -> tuple[int, int]:
     """(EM, refined EM) of a cleaned prediction against cleaned answers (LEO ``answer_match``).
 
-    Refined EM also accepts a prediction contained in an answer or containing one (spaces ignored)."""
+    Refined EM also accepts a prediction contained in an answer or containing one (spaces ignored).
+
+    Deliberate deviation: an empty prediction (also one that :func:`clean_answer` empties, such as "..." or "?!")
+    scores (0, 0). LEO (embodied-generalist evaluator/scanqa_eval.py ``answer_match``) has no such guard, and
+    since the empty string is contained in every answer it would give a model that says nothing full refined EM.
+    """
     if len(pred) == 0:
         return 0, 0
     if pred in gts:

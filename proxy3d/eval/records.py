@@ -46,7 +46,13 @@ def iter_records(path: str | Path) -> Iterator[tuple[int, Any]]:
                 raise PredictionFormatError(f"{path}:{i}: not valid JSON ({e.msg}, column {e.colno}); "
                                             "expected one JSON object per line or one JSON array") from None
         return
-    yield from _array(path, text, len(text) - len(stripped) + 1)[0]
+    items, end = _array(path, text, len(text) - len(stripped) + 1)
+    rest = _skip_space(text, end)
+    if rest < len(text):  # json.loads refuses these too; a second array or a stray word is not silently dropped
+        raise PredictionFormatError(f"{path}:{_line(text, rest)}: extra data after the JSON array "
+                                    f"({text[rest:rest + 30]!r}); put every record in the one array, or write "
+                                    "JSON Lines (one object per line, no enclosing '[')")
+    yield from items
 
 
 def _skip_space(text: str, pos: int) -> int:
@@ -144,15 +150,20 @@ def check_kind(path: Path, line: int | str, key: str, value: Any, kind: type | t
 
 
 def parse_box(path: Path, line: int | str, value: Any, key: str = "bbox") -> np.ndarray:
-    """A predicted box: ``(8, 3)`` corners, ``(2, 3)`` bounds or ``(6,)`` centre+size -> ``(2, 3)`` bounds."""
+    """A predicted box: ``(8, 3)`` corners, ``(2, 3)`` [min, max] bounds (min <= max) or ``(6,)`` centre+size ->
+    ``(2, 3)`` bounds (:func:`proxy3d.eval.metrics.box_bounds`)."""
     from proxy3d.eval.metrics import box_bounds
 
     try:
         arr = np.asarray(value, dtype=np.float64)
-        bounds = box_bounds(arr)
     except (TypeError, ValueError) as e:
         raise PredictionFormatError(f"{path}:{line}: field {key!r} is not a box ({e}); give 8 corners "
-                                    "[[x, y, z] x 8] or [cx, cy, cz, dx, dy, dz]") from None
+                                    "[[x, y, z] x 8], [[xmin, ymin, zmin], [xmax, ymax, zmax]] or "
+                                    "[cx, cy, cz, dx, dy, dz]") from None
+    try:
+        bounds = box_bounds(arr)
+    except ValueError as e:  # the message names the box and the accepted forms
+        raise PredictionFormatError(f"{path}:{line}: field {key!r} is not a box: {e}") from None
     if not np.isfinite(bounds).all():
         raise PredictionFormatError(f"{path}:{line}: field {key!r} has non-finite coordinates")
     return bounds

@@ -6,10 +6,12 @@ skipped. A second prediction for the same id replaces the first (as the official
 such repeats are counted in ``n_duplicate`` and logged. Formats (ids may be strings or integers):
 
 - scanrefer: ``[{scene_id, object_id, ann_id, bbox}]`` (ScanRefer benchmark ``pred.json``; bbox = 8 corners)
-- multi3drefer: ``[{scene_id, ann_id, aabb: [[8 corners] ...]}]`` (M3DRef-CLIP per-scene files, scene inlined)
+- multi3drefer: ``[{scene_id, ann_id, aabb: [[8 corners] ...]}]`` (M3DRef-CLIP per-scene files, scene inlined;
+  ``aabb: []`` predicts no target, a query left out scores 0 whatever its type)
 - scanqa: ``[{scene_id, question_id, answer_top10, bbox}]`` (ScanQA test submission)
 - sqa3d: ``[{question_id, answer}]``
-- scan2cap: ``{scene_id: [{caption, box}]}`` (Scan2Cap benchmark submission)
+- scan2cap: ``{scene_id: [{caption, box}]}`` (Scan2Cap benchmark submission; captions scored as Scan2Cap's
+  benchmark/eval.py does, see :mod:`proxy3d.eval.captions`)
 - vsibench: JSON Lines ``{id, prediction}``
 """
 
@@ -129,7 +131,11 @@ def score_multi3drefer(pred: Path, anns: list[Path], boxes_src: Path, meteor: bo
     for key, (ids, et) in gt.items():
         # a GT object missing from the scene stays a target nothing matches
         gt_boxes = [metrics.NO_BOX if b is None else b for b in (_gt_box(boxes, key[0], i) for i in ids)]
-        f1s.append(metrics.multi3drefer_f1(preds.get(key, []), gt_boxes))
+        # a query without a prediction scores 0 even when zero-target: M3DRef-CLIP's evaluator
+        # (m3drefclip/evaluation/multi3drefer_evaluator.py) fills zero-initialised F1 arrays for predicted
+        # queries only; "predicted nothing" is an explicit empty ``aabb`` list
+        pred_boxes = preds.get(key)
+        f1s.append((0.0, 0.0) if pred_boxes is None else metrics.multi3drefer_f1(pred_boxes, gt_boxes))
         types.append(et)
     f1s += [(0.0, 0.0)] * preds.unknown
     types += ["unknown"] * preds.unknown
@@ -192,6 +198,10 @@ def score_sqa3d(pred: Path, anns: list[Path], boxes_src: Path, meteor: bool = Tr
 
 
 def _scan2cap_gt(anns: list[Path]) -> dict[str, list[str]]:
+    """``"scene|object_id" -> reference captions`` as space-joined tokens: a Scan2Cap corpus file
+    (``{"scene|object_id|name": ["sos ... eos"]}``) as it is, ScanRefer-format records by their ``token`` list as
+    Scan2Cap's ``organize_gt`` (benchmark/eval.py) reads them, or, for a record without one, by its description
+    split with :func:`captions.scan2cap_tokens`."""
     gt: dict[str, list[str]] = {}
     for p in anns:
         doc = load_json(p)
@@ -202,33 +212,43 @@ def _scan2cap_gt(anns: list[Path]) -> dict[str, list[str]]:
         else:
             for line, r in iter_records(p):
                 key = f"{field(p, line, r, 'scene_id')}|{as_int(p, line, field(p, line, r, 'object_id'), 'object_id')}"
-                gt.setdefault(key, []).append(str(field(p, line, r, "description")))
+                if "token" in r:
+                    tokens = [str(t) for t in field(p, line, r, "token", (list, np.ndarray))]
+                else:
+                    tokens = captions.scan2cap_tokens(str(field(p, line, r, "description")))
+                gt.setdefault(key, []).append(" ".join(tokens))
     return gt
 
 
 def score_scan2cap(pred: Path, anns: list[Path], boxes_src: Path, meteor: bool = True) -> dict[str, float]:
+    """Each scene's predictions are assigned one-to-one to its annotated GT objects (``metrics.assign_boxes``,
+    Scan2Cap's ``box_assignment``); a prediction assigned to no object it overlaps is a false positive (counted
+    in ``n_unknown``; Scan2Cap ignores these)."""
     gt = _scan2cap_gt(anns)
     boxes = load_gt_boxes(boxes_src, {k.split("|")[0] for k in gt})
-    cands: dict[str, str] = {}
-    ious: dict[str, float] = {}
-    n_pred = unknown = 0
-    for scene_id, items in iter_keyed_arrays(pred, "{caption, box}"):
-        scene_gt = {int(k.split("|")[1]): _gt_box(boxes, scene_id, int(k.split("|")[1]))
-                    for k in gt if k.split("|")[0] == scene_id}
+    objects: dict[str, list[int]] = {}
+    for k in gt:
+        objects.setdefault(k.split("|")[0], []).append(int(k.split("|")[1]))
+    preds: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for scene_id, items in iter_keyed_arrays(pred, "{caption, box}"):  # a repeated scene key adds to the scene
         for line, r in items:
             caption = _text(pred, line, field(pred, line, r, "caption"), "caption")
-            box = parse_box(pred, line, field(pred, line, r, "box"), "box")
-            n_pred += 1
-            best = max(((_iou(box, b), o) for o, b in scene_gt.items()), default=(0.0, None))
-            if best[1] is None or best[0] <= 0.0:
-                unknown += 1  # matches no GT object: a false positive (Scan2Cap ignores these; counted here)
-                continue
-            key = f"{scene_id}|{best[1]}"
-            if best[0] > ious.get(key, -1.0):
-                cands[key], ious[key] = caption, best[0]
+            preds.setdefault(scene_id, []).append((caption, parse_box(pred, line, field(pred, line, r, "box"), "box")))
+    cands: dict[str, str] = {}
+    ious: dict[str, float] = {}
+    unknown = 0
+    for scene_id, scene_preds in preds.items():
+        ids = objects.get(scene_id, [])
+        gt_boxes = [metrics.NO_BOX if b is None else b for b in (_gt_box(boxes, scene_id, o) for o in ids)]
+        assigned = metrics.assign_boxes([b for _, b in scene_preds], gt_boxes)
+        hits = {i for i, iou in assigned if i is not None and iou > 0.0}
+        unknown += len(scene_preds) - len(hits)
+        for o, (i, iou) in zip(ids, assigned, strict=True):
+            if i is not None:
+                cands[f"{scene_id}|{o}"], ious[f"{scene_id}|{o}"] = scene_preds[i][0], iou
     out = captions.scan2cap_scores(gt, cands, ious, meteor=meteor)
-    return {**out, "n_items": float(len(gt)), "n_predictions": float(n_pred), "n_unknown": float(unknown),
-            "n_missing": float(sum(not captions.matched(ious.get(k, 0.0)) for k in gt))}
+    return {**out, "n_items": float(len(gt)), "n_predictions": float(sum(map(len, preds.values()))),
+            "n_unknown": float(unknown), "n_missing": float(sum(not captions.matched(ious.get(k, 0.0)) for k in gt))}
 
 
 def score_vsibench(pred: Path, anns: list[Path], boxes_src: Path, meteor: bool = True) -> dict[str, float]:

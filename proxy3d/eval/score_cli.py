@@ -12,12 +12,20 @@ import math
 from proxy3d.eval.score import BENCHMARKS, score_file
 
 FORMATS = """prediction formats (JSON array, or JSON Lines: one object per line):
-  scanrefer     [{"scene_id", "object_id", "ann_id", "bbox": 8 corners | [cx,cy,cz,dx,dy,dz]}]
-  multi3drefer  [{"scene_id", "ann_id", "aabb": [box, ...]}]            (empty list = no target)
+  scanrefer     [{"scene_id", "object_id", "ann_id", "bbox": box}]
+  multi3drefer  [{"scene_id", "ann_id", "aabb": [box, ...]}]   (empty list = no target; a query left out
+                scores 0, zero-target ones included, as M3DRef-CLIP's evaluator does)
   scanqa        [{"scene_id", "question_id", "answer_top10": [...], "bbox"}]
   sqa3d         [{"question_id", "answer"}]      annotations: questions + annotations JSON files
-  scan2cap      {"<scene_id>": [{"caption", "box"}]}
+  scan2cap      {"<scene_id>": [{"caption", "box"}]}   annotations: ScanRefer-format records (their "token"
+                lists, else the description split off its punctuation) or a Scan2Cap corpus; scored as
+                Scan2Cap's benchmark/eval.py: "sos ... eos", no PTB tokenizer, one box per object, IoU >= 0.5
   vsibench      {"id", "prediction"} per line   annotations: VSI-Bench jsonl/json/parquet
+A box is one of (IoUs are axis-aligned: rotated corners count as their axis-aligned hull):
+  8 corners     [[x, y, z] x 8]                        (ScanRefer, Scan2Cap)
+  bounds        [[xmin, ymin, zmin], [xmax, ymax, zmax]]  (M3DRef-CLIP's aabb_bound; needs min <= max in every
+                column, so centre + size written as two rows is refused, not misread)
+  centre+size   [cx, cy, cz, dx, dy, dz]
 GT boxes (--boxes): a ScanNet-layout data root (default 'data') or an objects table
   (artifacts/spacespan/objects.parquet: scene_id, object_id, label, center_x/y/z, size_x/y/z).
 GT items without a prediction and predictions with unknown ids both score as wrong; for a repeated id the

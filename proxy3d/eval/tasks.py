@@ -67,15 +67,14 @@ def _box_or_none_box(boxes: Boxes, scene_id: str, object_id: int) -> np.ndarray:
     return metrics.NO_BOX if b is None else b
 
 
-def _unique_multiple(boxes: Boxes, scene_id: str, object_id: int) -> int:
-    """0 if no other object of the scene has the target's label (ScanRefer 'unique'), else 1. The label is the
-    object table's; ScanRefer's own split maps names to its 18 classes through ScanNet's label table, which
-    ``proxy3d score --label-map`` applies to a predictions file on real data."""
+def _has_distractors(boxes: Boxes, scene_id: str, object_id: int) -> bool:
+    """Multi3DRefer's "with distractors": another object of the scene has the target's label (True for a target
+    the scene lacks)."""
     objs = boxes.get(scene_id, {})
     if object_id not in objs:
-        return 1
+        return True
     label = objs[object_id][0]
-    return 0 if sum(1 for lab, _ in objs.values() if lab == label) == 1 else 1
+    return sum(1 for lab, _ in objs.values() if lab == label) > 1
 
 
 def _eval_type(item: dict[str, Any], boxes: Boxes) -> str:
@@ -88,19 +87,25 @@ def _eval_type(item: dict[str, Any], boxes: Boxes) -> str:
         return "mt"
     if not ids:
         return "zt_wo_d"
-    return "st_w_d" if _unique_multiple(boxes, item["scene_id"], ids[0]) else "st_wo_d"
+    return "st_w_d" if _has_distractors(boxes, item["scene_id"], ids[0]) else "st_wo_d"
 
 
 def scanrefer_ious(items: Sequence[dict], preds: Sequence[str], boxes: Boxes) -> tuple[list[float], list[int]]:
     """Per item: IoU of the first named object's box with the target's (0 when none or unknown), and
-    unique (0) / multiple (1)."""
+    unique (0) / multiple (1) by :func:`metrics.unique_multiple_lookup` over the targets of ``items`` (the
+    evaluated split's annotated objects, as ScanRefer's ``_get_unique_multiple_lookup`` in lib/dataset.py; not
+    every object of the scene), each named by the objects table's label. A target without a box is multiple.
+    ScanRefer's 18-class split needs ScanNet's label table, which ``proxy3d score --label-map`` applies."""
+    annotated = [(str(it["scene_id"]), t[0], boxes[str(it["scene_id"])][t[0]][0]) for it in items
+                 if (t := _ids(it)) and _box(boxes, str(it["scene_id"]), t[0]) is not None]
+    lookup = metrics.unique_multiple_lookup(annotated)
     ious, um = [], []
     for it, pred in zip(items, preds, strict=True):
         sid, targets, named = it["scene_id"], _ids(it), parse_objects(pred)
         gt = _box(boxes, sid, targets[0]) if targets else None
         p = _box(boxes, sid, named[0]) if named else None  # empty prediction / unknown id: IoU 0
         ious.append(0.0 if gt is None or p is None else metrics.box3d_iou(p, gt, metrics.SCANREFER_IOU_EPS))
-        um.append(_unique_multiple(boxes, sid, targets[0]) if targets else 1)
+        um.append(lookup.get((str(sid), targets[0]), 1) if targets else 1)
     return ious, um
 
 
@@ -144,8 +149,10 @@ def score_sqa3d(items: Sequence[dict], preds: Sequence[str]) -> dict[str, float]
 
 
 def score_scan2cap(items: Sequence[dict], preds: Sequence[str], boxes: Boxes, meteor: bool) -> dict[str, float]:
-    """One caption item per GT object (its references pooled); the model captions a given object, so the
-    matched box is the object's own (IoU 1) unless the caption names another object (then that box's IoU)."""
+    """One caption item per GT object (its references pooled: SpaceSpan's answers are Scan2Cap's corpus captions,
+    space-joined tokens without "sos"/"eos"); the model captions a given object, so the matched box is the
+    object's own (IoU 1) unless the caption names another object (then that box's IoU). Scored by
+    :func:`captions.scan2cap_scores`, the definition ``proxy3d score --benchmark scan2cap`` uses."""
     gts: dict[str, list[str]] = defaultdict(list)
     cands: dict[str, str] = {}
     ious: dict[str, float] = {}
