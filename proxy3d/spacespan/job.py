@@ -1,6 +1,7 @@
 """The SpaceSpan assembly job: read every source, validate, quarantine, de-duplicate, split, add curriculum items.
 
-Output under ``out_dir`` (written to a temp folder, then swapped in whole)::
+Output under ``out_dir`` (written to a temp folder, then swapped in whole; an existing ``out_dir`` is replaced
+only if it holds this layout, see :func:`check_out_dir`)::
 
     records/curriculum_stage=<1..4>/split=<train|val>/*.parquet   rows in schema.RECORD
     quarantine/*.parquet                                         rows in schema.QUARANTINE
@@ -13,6 +14,7 @@ import logging
 import re
 import shutil
 import time
+import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -80,9 +82,42 @@ def _stable_names(root: Path) -> None:
             f.rename(f.with_name(m.group(1) + m.group(2)))
 
 
+LAYOUT = ("records", "quarantine", "objects.parquet")  # everything this job writes under out_dir
+
+
+def check_out_dir(out_dir: Path, data_root: Path | None = None) -> None:
+    """Refuse an ``out_dir`` whose replacement would delete other data: the data root or a folder holding
+    it, or an existing folder that is not a previous SpaceSpan output (:data:`LAYOUT`, or empty)."""
+    out = Path(out_dir).resolve()
+    if data_root is not None:
+        data = Path(data_root).resolve()
+        if out == data or out in data.parents:
+            raise ValueError(f"--out {out_dir} is the data root {data_root} or holds it: writing SpaceSpan "
+                             "there would replace the raw data; choose another folder (default: "
+                             "artifacts/spacespan)")
+    if out.is_file():
+        raise ValueError(f"--out {out_dir} is a file; choose a folder (default: artifacts/spacespan)")
+    if out.is_dir():
+        held = sorted(c.name for c in out.iterdir())
+        if any(name not in LAYOUT for name in held) or (held and "records" not in held):
+            shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+            raise ValueError(f"--out {out_dir} is not a SpaceSpan output folder (it holds {shown}); choose "
+                             "another folder: SpaceSpan replaces its output folder whole")
+
+
+def _staging(out_dir: Path) -> Path:
+    """A new, uniquely named folder next to ``out_dir`` to write into: concurrent runs never share one."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:12]}.tmp"
+    tmp.mkdir()  # not tempfile.mkdtemp: its 0700 would become the output folder's mode after the rename
+    return tmp
+
+
 def _swap(tmp: Path, out: Path) -> None:
-    old = out.parent / f".{out.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
+    """Replace ``out`` by ``tmp`` (same file system: two renames), only if ``out`` is SpaceSpan's own
+    output."""
+    check_out_dir(out)
+    old = tmp.with_name(f"{tmp.name}.old")
     if out.exists():
         out.rename(old)
     tmp.rename(out)
@@ -94,6 +129,7 @@ def assemble(spark: SparkSession, p: SpaceSpanParams, sources: dict[str, Path], 
     """Run the job; returns the metrics dict (also what ``metrics/spacespan.json`` holds)."""
     t0 = time.time()
     out_dir = Path(out_dir)
+    check_out_dir(out_dir)  # before any work; checked again right before the swap
     objects = _objects_frame(spark, object_rows)
     parts = [READERS[name](spark, path) for name, path in sorted(sources.items())]
     if not parts:
@@ -113,21 +149,24 @@ def assemble(spark: SparkSession, p: SpaceSpanParams, sources: dict[str, Path], 
         items.select(*[c for c in RECORD_COLUMNS if c != "split"]))
     final = _final(allrows.join(splits.select("scene_id", "split"), "scene_id"))
 
-    tmp = out_dir.parent / f".{out_dir.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (final.repartition("curriculum_stage", "split").sortWithinPartitions("id")
-     .write.partitionBy("curriculum_stage", "split").parquet(str(tmp / "records")))
-    q = quarantine.select(*[F.col(f.name).cast(f.dataType) for f in QUARANTINE.fields])
-    q.coalesce(1).sortWithinPartitions("source", "reason", "file", "raw").write.parquet(str(tmp / "quarantine"))
-    scene_rows = splits.collect()
-    _write_objects(tmp / "objects.parquet", object_rows, {r["scene_id"]: r["split"] for r in scene_rows})
+    tmp = _staging(out_dir)
+    try:
+        (final.repartition("curriculum_stage", "split").sortWithinPartitions("id")
+         .write.partitionBy("curriculum_stage", "split").parquet(str(tmp / "records")))
+        q = quarantine.select(*[F.col(f.name).cast(f.dataType) for f in QUARANTINE.fields])
+        (q.coalesce(1).sortWithinPartitions("source", "reason", "file", "raw")
+         .write.parquet(str(tmp / "quarantine")))
+        scene_rows = splits.collect()
+        _write_objects(tmp / "objects.parquet", object_rows, {r["scene_id"]: r["split"] for r in scene_rows})
 
-    _stable_names(tmp)
-    metrics = _metrics(tmp, deduped, scene_rows)
-    checked.unpersist()
-    deduped.unpersist()
-    splits.unpersist()
-    _swap(tmp, out_dir)
+        _stable_names(tmp)
+        metrics = _metrics(tmp, deduped, scene_rows)
+        checked.unpersist()
+        deduped.unpersist()
+        splits.unpersist()
+        _swap(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     metrics["seconds"] = round(time.time() - t0, 2)
     log.info("spacespan: %d records, %d quarantined, %d duplicates removed in %.1f s", metrics["records"],
              metrics["quarantined"], metrics["duplicates_removed"], metrics["seconds"])
@@ -178,4 +217,4 @@ def _metrics(tmp: Path, deduped: DataFrame, scene_rows: list[Any]) -> dict[str, 
     }
 
 
-__all__ = ["assemble", "resolve_sources"]
+__all__ = ["assemble", "check_out_dir", "resolve_sources"]

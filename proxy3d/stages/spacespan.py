@@ -15,6 +15,7 @@ from proxy3d import tracking
 from proxy3d.config import SpaceSpanParams, flat_dict
 from proxy3d.io import write_json
 from proxy3d.spacespan import assemble, get_spark, resolve_sources
+from proxy3d.spacespan.job import check_out_dir
 from proxy3d.spacespan.objects import load_rows
 from proxy3d.stages._common import load_stage_params, stage_parser
 from proxy3d.tracking import Tracker
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 def run(p: SpaceSpanParams, data_root: Path, out_dir: Path, tracker: Tracker) -> dict[str, Any]:
     """Assemble SpaceSpan from ``data_root`` into ``out_dir``; logs counts and the quarantine to ``tracker``."""
+    check_out_dir(out_dir, data_root)
     sources = resolve_sources(p, data_root)
     objects = load_rows(data_root)
     spark = get_spark(p.master, p.driver_memory, p.shuffle_partitions)
