@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     try:
         return int(module.main(rest) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError) as e:  # user errors (bad input, paths, stores): one line
         if args.verbose:
             raise
         print(f"proxy3d {name}: error: {e}", file=sys.stderr)

@@ -8,6 +8,7 @@ and the file it came from.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -273,16 +274,18 @@ class ParamsError(ValueError):
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
     """Load ``params.yaml`` into :class:`Params`; ``overrides`` are ``section.key=value`` strings.
 
-    A missing file gives the defaults (so the library works without a checkout); an unknown key or a
-    wrong type raises :class:`ParamsError` naming the key and the file.
+    A missing file gives the defaults (so the library works without a checkout); a file that is not YAML, an
+    unknown key, a wrong type or a value out of range raises :class:`ParamsError` naming the key and the file.
     """
     schema = OmegaConf.structured(Params)
     path = Path(path)
+    if path.is_dir():
+        raise ParamsError(f"{path} is a folder, not a params file; pass a YAML file such as "
+                          f"{path / 'params.yaml'}")
     try:
         if path.exists():
-            loaded = OmegaConf.load(path)
-            if loaded is None:
-                loaded = OmegaConf.create({})
+            loaded = _read_yaml(path)
+            _check_mappings(schema, loaded, str(path))
             schema = OmegaConf.merge(schema, loaded)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "?"
@@ -296,7 +299,75 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
         key = getattr(e, "full_key", None) or "?"
         raise ParamsError(f"override {overrides}: invalid key '{key}': {_first_line(e)}") from None
     params: Params = OmegaConf.to_object(schema)  # type: ignore[assignment]
+    _check_ranges(params, path, overrides or [])
     return params
+
+
+def _read_yaml(path: Path) -> Any:
+    """The file's YAML as an OmegaConf node ({} when empty); syntax and encoding errors name the file and
+    line."""
+    import yaml
+
+    try:
+        loaded = OmegaConf.load(path)
+    except UnicodeDecodeError as e:
+        raise ParamsError(f"{path}: not a UTF-8 text file (byte {e.start}: {e.reason}); params must be a "
+                          "YAML text file like params.yaml") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(e, "problem", None) or _first_line(e)
+        raise ParamsError(f"{path}: not valid YAML ({where}{problem}); fix the syntax (see params.yaml "
+                          "for the layout)") from None
+    except OSError as e:
+        raise ParamsError(f"{path}: cannot read it ({e.strerror}); check the file and its "
+                          "permissions") from None
+    return OmegaConf.create({}) if loaded is None else loaded
+
+
+def _check_mappings(schema: Any, loaded: Any, source: str, prefix: str = "") -> None:
+    """A section (or nested mapping such as ``spacespan.sources``) given as a scalar or list: OmegaConf's
+    merge error names no key, so name it here."""
+    if not OmegaConf.is_dict(loaded):
+        raise ParamsError(f"{source}: the file must be a mapping of sections (data:, proxies:, ...), got "
+                          f"{type(OmegaConf.to_container(loaded)).__name__}; see params.yaml for the layout")
+    for key, value in loaded.items_ex(resolve=False):
+        if key not in schema or not OmegaConf.is_dict(schema[key]):
+            continue
+        name = f"{prefix}{key}"
+        if not OmegaConf.is_dict(value):
+            shown = value if not OmegaConf.is_config(value) else OmegaConf.to_container(value)
+            raise ParamsError(f"{source}: section '{name}' must be a mapping of keys "
+                              f"(e.g. {name}: {{key: value}}), got {shown!r}")
+        _check_mappings(schema[key], value, source, f"{name}.")
+
+
+def _check_ranges(p: Params, path: Path, overrides: list[str]) -> None:
+    """Values the types allow but the stages cannot use; the error names the key and where it was set."""
+
+    def need(key: str, value: Any, ok: bool, rule: str) -> None:
+        if ok:
+            return
+        given = [o for o in overrides if o.split("=", 1)[0].strip() == key]
+        if given:
+            raise ParamsError(f"override {given[-1]}: {key} must be {rule}; fix the override")
+        if path.is_file():
+            raise ParamsError(f"{path}: {key}={value} must be {rule}; change {key} in that file")
+        raise ParamsError(f"{key}={value} (built-in default with overrides {overrides}) must be {rule}")
+
+    need("data.frames", p.data.frames, p.data.frames >= 0, ">= 0 (0 = every frame)")
+    for key, vf in (("synth.val_fraction", p.synth.val_fraction),
+                    ("spacespan.val_fraction", p.spacespan.val_fraction)):
+        need(key, vf, 0.0 <= vf <= 1.0, "between 0 and 1 (the share of scenes in the val split)")
+    need("proxies.budget", p.proxies.budget, p.proxies.budget >= 1, ">= 1 (tokens per scene)")
+    for key, budgets in (("proxies.eval_budgets", p.proxies.eval_budgets),
+                         ("evaluate.budgets", p.evaluate.budgets)):
+        need(key, budgets, all(b >= 1 for b in budgets), "a list of budgets >= 1 (tokens per scene)")
+    for n in (1, 2, 3, 4):
+        s: StageParams = getattr(p, f"train_stage{n}")
+        need(f"train_stage{n}.steps", s.steps, s.steps >= 1, ">= 1")
+        need(f"train_stage{n}.batch_size", s.batch_size, s.batch_size >= 1, ">= 1")
+        need(f"train_stage{n}.lr", s.lr, math.isfinite(s.lr) and s.lr > 0, "> 0 (learning rate)")
 
 
 def section_dict(section: Any) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from proxy3d import tracking
+from proxy3d.stages._common import HelpFormatter
 
 
 def _when(ms: int | None) -> str:
@@ -110,17 +111,38 @@ def _regex(text: str) -> str:
     return text
 
 
+def _positive(text: str) -> int:
+    """``-n``: a count of runs, checked when the arguments are parsed."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer; e.g. -n 5")
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="proxy3d runs", description="List and compare MLflow runs "
-                                "(store: MLFLOW_TRACKING_URI, default sqlite:///<repo>/mlruns.db).")
+                                "(store: MLFLOW_TRACKING_URI, default sqlite:///<repo>/mlruns.db).",
+                                formatter_class=HelpFormatter)
     p.add_argument("--experiment", default="proxy3d", help="MLflow experiment (default proxy3d)")
     sub = p.add_subparsers(dest="cmd", required=True)
-    pl = sub.add_parser("list", help="newest top-level runs with their status and skipped stages")
-    pl.add_argument("-n", type=int, default=10, help="how many runs (default 10)")
+    pl = sub.add_parser("list", help="newest top-level runs with their status and skipped stages",
+                        formatter_class=HelpFormatter,
+                        description="List the newest top-level runs of --experiment, newest first: run id, "
+                                    "name, status, start time, number of child (stage) runs and the stages "
+                                    "the pipeline skipped as up to date.")
+    pl.add_argument("-n", type=_positive, default=10, help="how many runs (default 10)")
     pl.add_argument("--pipelines", action="store_true", help="only pipeline (parent) runs")
-    pc = sub.add_parser("compare", help="params that differ and key metrics, side by side")
+    pc = sub.add_parser("compare", help="params that differ and key metrics, side by side",
+                        formatter_class=HelpFormatter,
+                        description="Compare runs side by side: the params that differ between them and "
+                                    "their metrics (a pipeline run's metrics are its stages' as "
+                                    "<stage>/<metric>).")
     pc.add_argument("run_ids", nargs="*", help="runs to compare (default: the newest -n pipeline runs)")
-    pc.add_argument("-n", type=int, default=2, help="how many newest runs when no ids are given (default 2)")
+    pc.add_argument("-n", type=_positive, default=2,
+                    help="how many newest runs when no ids are given (default 2)")
     pc.add_argument("--metric", type=_regex, default="",
                     help="regex selecting metrics (e.g. 'acc|f1|cider'); default all")
     pc.add_argument("--all-params", action="store_true", help="show every param, not only those that differ")

@@ -173,14 +173,33 @@ def _store_errors(what: str) -> Iterator[None]:
         raise TrackingError(f"{what}: {str(e.message).splitlines()[0]} (store {tracking_uri()})") from None
 
 
-def _client() -> Any:
+def _client(read: bool = False) -> Any:
+    """The MLflow client of :func:`tracking_uri`. ``read`` (``proxy3d runs``): an unreachable server fails
+    after one try of at most 10 s instead of MLflow's retries for minutes, and a SQLite store that does not
+    exist is an error rather than a new empty database."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    uri = tracking_uri()
+    if read:
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        db = _sqlite_path(uri)
+        if db is not None and not db.is_file():
+            raise TrackingError(f"tracking store {uri}: no such database file {db}; run a stage or the "
+                                "pipeline first (it creates the store), or set MLFLOW_TRACKING_URI to an "
+                                "existing store")
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     return MlflowClient(uri)
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///path`` URI (None for other stores and in-memory SQLite)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
 
 
 def _client_and_experiment(experiment: str) -> tuple[Any, str]:
@@ -376,7 +395,7 @@ def _summary(run: Any) -> dict[str, Any]:
 def _existing_experiment(experiment: str) -> tuple[Any, str | None]:
     """The client and ``experiment``'s id, None when it does not exist: readers must not create an experiment
     for every mistyped name."""
-    client = _client()
+    client = _client(read=True)
     exp = client.get_experiment_by_name(experiment)
     return client, None if exp is None else exp.experiment_id
 
@@ -384,7 +403,7 @@ def _existing_experiment(experiment: str) -> tuple[Any, str | None]:
 def experiment_names() -> list[str]:
     """Names of the store's active experiments, sorted."""
     with _store_errors("listing experiments"):
-        return sorted(e.name for e in _client().search_experiments())
+        return sorted(e.name for e in _client(read=True).search_experiments())
 
 
 def recent_runs(n: int = 10, experiment: str = "proxy3d", pipelines_only: bool = False) -> list[dict[str, Any]]:
@@ -404,7 +423,7 @@ def recent_runs(n: int = 10, experiment: str = "proxy3d", pipelines_only: bool =
 def get_run(run_id: str) -> dict[str, Any]:
     """One run as a plain dict (see :func:`recent_runs`); TrackingError when the store has no such run."""
     with _store_errors(f"run {run_id!r}"):
-        return _summary(_client().get_run(run_id))
+        return _summary(_client(read=True).get_run(run_id))
 
 
 def child_runs(parent_run_id: str, experiment: str = "proxy3d") -> list[dict[str, Any]]:

@@ -103,19 +103,46 @@ def _save(path: Path, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> N
 def _load(path: Path, kind: str = "", required: tuple[str, ...] = ()) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Tensors and JSON metadata of a safetensors file; ``required`` tensors (and a scene id) must be there, else
     an error that says which file this is not (e.g. proxies given where triplets are expected)."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file; run the stage that produces it (see dvc.yaml)")
-    with safe_open(str(path), framework="numpy") as f:
-        meta = json.loads((f.metadata() or {}).get("json", "{}"))
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    tensors, meta = _read(Path(path), kind, tensors=True)
     missing = [k for k in required if k not in tensors] + ([] if "scene_id" in meta or not required else ["scene_id"])
     if missing:
         raise ValueError(f"{path}: not a {kind} file (missing {missing}; has {sorted(tensors)}); pass the output "
                          f"of the stage that writes {kind}")
     return tensors, meta
+
+
+def load_meta(path: str | Path, kind: str = "") -> dict[str, Any]:
+    """The JSON metadata of a safetensors file (scene id, ...) without reading its tensors."""
+    return _read(Path(path), kind, tensors=False)[1]
+
+
+def _read(path: Path, kind: str, tensors: bool) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    from safetensors import SafetensorError, safe_open
+
+    what = f"{kind} safetensors file" if kind else "safetensors file"
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a {what}; pass the file, or move the folder away")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file; run the stage that produces it (see dvc.yaml)")
+
+    def broken(reason: str) -> ValueError:
+        return ValueError(f"{path}: not a valid {what} ({reason}); re-run the stage that writes it")
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            text = (f.metadata() or {}).get("json", "{}")
+            out = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
+    except SafetensorError as e:
+        raise broken(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
+    except OSError as e:
+        raise OSError(f"{path}: cannot read it ({e.strerror or e}); check the file") from None
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise broken(f"its 'json' metadata is not JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise broken(f"its 'json' metadata is a {type(meta).__name__}, not an object")
+    return out, meta
 
 
 def save_triplets(t: Triplets, path: str | Path) -> None:

@@ -29,7 +29,7 @@ from proxy3d.scenes.scannet import LABEL_TABLE, SceneDataError, load_objects, op
 from proxy3d.scenes.sens import SensReader
 
 SID = "scene0000_00"
-NO_PARAMS = ["--params", "does-not-exist.yaml"]
+NO_PARAMS = ["--params", str(Path(__file__).parent / "fixtures" / "defaults.yaml")]  # built-in defaults
 CW, CH, DW, DH = 1296, 968, 640, 480
 # scene0000_00's calibration: colour intrinsics belong to 1296x968, depth intrinsics to 640x480
 KC = np.array([[1170.187988, 0, 647.75, 0], [0, 1170.187988, 483.75, 0], [0, 0, 1, 0], [0, 0, 0, 1]])

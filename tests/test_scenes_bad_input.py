@@ -16,7 +16,7 @@ from proxy3d.scenes.sens import SensError, SensReader, sens_from_export
 from proxy3d.scenes.synth import SynthConfig, generate_dataset
 
 SID = "scene0000_00"
-NO_PARAMS = ["--params", "does-not-exist.yaml"]
+NO_PARAMS = ["--params", str(Path(__file__).parent / "fixtures" / "defaults.yaml")]  # built-in defaults
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from proxy3d.scenes.scannet import LABEL_TABLE, load_objects, open_scene
 from proxy3d.scenes.sens import SensFrame, SensHeader, SensReader, encode_depth, sens_from_export, write_sens
 from proxy3d.scenes.synth import SynthConfig, generate_dataset
 
-NO_PARAMS = ["--params", "does-not-exist.yaml"]
+NO_PARAMS = ["--params", str(Path(__file__).parent / "fixtures" / "defaults.yaml")]  # built-in defaults
 # the header of ScanNet's scannetv2-labels.combined.tsv; tests write hand-made rows
 TSV_HEADER = "\t".join(["id", "raw_category", "category", "count", "nyu40id", "eigen13id", "nyuClass",
                         "nyu40class", "eigen13class", "ModelNet40", "ModelNet10", "ShapeNetCore55",

@@ -172,10 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scene-id", help="scene id for --video (default: the video's file stem)")
     p.add_argument("--out", type=Path, help="data root; scenes go to OUT/scenes/<id>/ (default: params data.root)")
     p.add_argument("--frames", type=int, help="frames sampled uniformly per scene, 0 = all (default: params data.frames)")
-    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+    p.add_argument("--params", type=Path, default=None,
+                   help="params file (default: ./params.yaml, or the built-in defaults without one)")
     p.add_argument("--force", action="store_true", help="replace scenes that already exist")
     args = p.parse_args(argv)
-    params = load_params(args.params)
+    if args.frames is not None and args.frames < 0:
+        p.error(f"--frames {args.frames}: give a number of frames >= 1, or 0 for every frame")
+    from proxy3d.stages._common import params_file
+
+    params = load_params(params_file(args.params))
     out = args.out or Path(params.data.root)
     frames = params.data.frames if args.frames is None else args.frames
     if not args.sens and not args.video:

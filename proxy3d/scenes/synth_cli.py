@@ -15,6 +15,7 @@ from pathlib import Path
 
 from proxy3d.config import load_params
 from proxy3d.scenes.synth.dataset import SynthConfig, generate_dataset
+from proxy3d.stages._common import params_file
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--seed", type=int, help="random seed (default: synth.seed)")
     d.add_argument("--frames", type=int, help="frames per scene (default: synth.frames)")
     d.add_argument("--out", type=Path, help="output data root (default: data.root)")
-    d.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+    d.add_argument("--params", type=Path, default=None,
+                   help="params file (default: ./params.yaml, or the built-in defaults without one)")
     d.add_argument("--force", action="store_true", help="replace OUT when it exists")
     d.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                    help="processes rendering scenes in parallel; output is identical for any value (default: %(default)s)")
     args = p.parse_args(argv)
-    params = load_params(args.params)
+    params = load_params(params_file(args.params))
     s = params.synth
     cfg = SynthConfig(scenes=s.scenes if args.scenes is None else args.scenes,
                       seed=s.seed if args.seed is None else args.seed,

@@ -139,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--predictions", type=Path, default=Path("reports/eval_predictions.json"),
                     help="generated texts of every variant (JSON)")
     args = ap.parse_args(argv)
-    params = load_stage_params(args)
+    params = load_stage_params(args, outputs=("report", "predictions"))
+    if args.plots.exists() and not args.plots.is_dir():
+        raise ValueError(f"--plots {args.plots} is a file; give a folder for the PNG plots")
     with tracking.stage_run("evaluate", {**flat_dict(params.evaluate, "evaluate"),
                                                 **flat_dict(params.proxies, "proxies")}, params.tracking) as tr:
         metrics = run(params.evaluate, params.proxies, args.checkpoint, args.spacespan, args.proxies, args.triplets,

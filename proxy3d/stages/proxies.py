@@ -20,6 +20,7 @@ from proxy3d.stages._common import load_stage_params, stage_parser
 from proxy3d.tokenizer import ProxyTokenizer
 from proxy3d.tokenizer.quality import evaluate_grid, has_gt_labels
 from proxy3d.tokenizer.report import plot_budget
+from proxy3d.tokenizer.tokenizer import check_unique_scenes
 from proxy3d.tracking import Tracker
 from proxy3d.types import load_triplets
 
@@ -33,6 +34,7 @@ def run(p: ProxiesParams, triplets_dir: Path, out_dir: Path, plot_path: Path, tr
         raise FileNotFoundError(f"{triplets_dir}: no *.safetensors triplets; run 'proxy3d triplets' "
                                 "(or 'dvc repro triplets') first, or pass --triplets")
     tok = ProxyTokenizer.from_params(p)
+    check_unique_scenes(files)
     stats = [tok.tokenize_file(f, out_dir=out_dir) for f in tqdm(files, desc="proxies", unit="scene")]
     scenes, no_gt = [], []
     for f in files:  # the grid needs points, labels and boxes only: drop features to bound memory
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("artifacts/proxies"), help="output folder for <scene>.safetensors proxies")
     ap.add_argument("--plot", type=Path, default=Path("reports/proxies_budget.png"), help="accuracy-vs-tokens PNG")
     args = ap.parse_args(argv)
-    params = load_stage_params(args)
+    params = load_stage_params(args, outputs=("plot",))
     with tracking.stage_run("proxies", flat_dict(params.proxies, "proxies"), params.tracking) as tr:
         metrics = run(params.proxies, args.triplets, args.out, args.plot, tr)
     write_json(args.metrics, metrics)

@@ -7,6 +7,7 @@ from pathlib import Path
 from proxy3d.config import load_params
 from proxy3d.stages._common import command_parser, params_file
 from proxy3d.tokenizer import METHODS, ProxyTokenizer
+from proxy3d.tokenizer.tokenizer import check_unique_scenes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.resolve() == source_dir.resolve():
         raise ValueError(f"--out {args.out} is the folder of the input triplets: the proxies would replace them; "
                          "give another folder")
+    check_unique_scenes(files)
     for f in files:
         s = tok.tokenize_file(f, out_dir=args.out)
         print(f"{s['scene_id']}: {s['tokens']} tokens from {s['valid']} valid patches "

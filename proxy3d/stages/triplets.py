@@ -25,15 +25,17 @@ def run(p: PerceptionParams, data: DataParams, scenes_root: Path, out_dir: Path,
     """Build and save the triplets of every scene (or ``scene_ids``); return the metrics."""
     from proxy3d.scenes.scannet import list_scenes, open_scene
 
-    ids = scene_ids or list_scenes(scenes_root)
+    if scene_ids:  # all checked before the encoder loads and any scene is written
+        ids = [validate_scene_id(sid, "--scenes") for sid in scene_ids]
+    else:
+        ids = [validate_scene_id(sid, str(scenes_root)) for sid in list_scenes(scenes_root)]
     if not ids:
         raise FileNotFoundError(f"{scenes_root}: no scenes found; run 'proxy3d synth data' or point data.root at a "
                                 "ScanNet-layout folder")
     builder = builder_from_params(p)
     per_scene = {}
     for sid in ids:
-        scene = open_scene(scenes_root, validate_scene_id(sid, str(scenes_root)), frames=data.frames,
-                           skip_invalid_frames=data.skip_invalid_frames)
+        scene = open_scene(scenes_root, sid, frames=data.frames, skip_invalid_frames=data.skip_invalid_frames)
         trip = builder.build(scene.scene_id, scene.frames(), scene.objects, n_frames=len(scene))
         save_triplets(trip, out_dir / f"{scene.scene_id}.safetensors")
         per_scene[scene.scene_id] = {k: v if isinstance(v, int) else round(float(v), 4) for k, v in builder.stats.items()}

@@ -35,7 +35,7 @@ from proxy3d.tokenizer.clustering import BACKENDS, grouped_kmeans
 from proxy3d.tokenizer.consensus import check_vote_params, vote_labels
 from proxy3d.tokenizer.grouping import detach_outliers, detach_sparse, group_patches, patch_spacing
 from proxy3d.tokenizer.serialize import bfs_order
-from proxy3d.types import Proxies, Triplets, load_triplets, save_proxies
+from proxy3d.types import Proxies, Triplets, load_meta, load_triplets, save_proxies
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,9 @@ class ProxyTokenizer:
                   sparse_min_share=p.sparse_min_share, label_vote_voxel=p.label_vote_voxel,
                   label_vote_keep=p.label_vote_keep, label_vote_take=p.label_vote_take, kmeans_sample=p.kmeans_sample)
         kw.update(overrides)
+        if int(kw["budget"]) < 1:  # the class allows 0 (no proxies); a pipeline run with it is a mistake
+            raise ValueError(f"proxies.budget must be >= 1, got {kw['budget']}: a scene needs at least 1 "
+                             "proxy token; set proxies.budget in params.yaml or with -S proxies.budget=700")
         return cls(**kw)
 
     def assign(self, points: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, int, dict[str, Any]]:
@@ -189,6 +192,19 @@ class ProxyTokenizer:
         stats = {"scene_id": p.scene_id, "tokens": len(p), **p.meta, "path": str(out_path)}
         save_proxies(dataclasses.replace(p, meta={k: v for k, v in p.meta.items() if k != "time_s"}), out_path)
         return stats
+
+
+def check_unique_scenes(files: list[Path]) -> None:
+    """Refuse two triplets files of one scene: both would be written to ``<out>/<scene_id>.safetensors``, the
+    second overwriting the first."""
+    seen: dict[str, Path] = {}
+    for f in files:
+        sid = str(load_meta(f, "triplets").get("scene_id", ""))
+        if sid in seen:
+            raise ValueError(f"{seen[sid]} and {f} both hold scene {sid!r}: their proxies would overwrite "
+                             f"each other at <out>/{sid}.safetensors; keep one of them (or tokenize them "
+                             "separately)")
+        seen[sid] = f
 
 
 def _absorb_sparse_background(points: np.ndarray, assign: np.ndarray, bg_cluster: np.ndarray,
