@@ -22,6 +22,7 @@ from proxy3d.model.text_tokenizer import (
     PAD_TOKEN,
     PROXY_TOKEN,
     build_text_tokenizer,
+    decode,
     load,
     object_ids_from_token_ids,
     object_token_ids,
@@ -63,11 +64,26 @@ def test_identifiers_are_single_ids(tok, text, obj):
     assert all(not (s.startswith("<OBJ") and len(s) != 8) for s in tok.convert_ids_to_tokens(ids))
 
 
-@pytest.mark.parametrize("text", ["chair <OBJ036>.", "<OBJ001><OBJ002>", "Is the lamp near the sofa?  Yes.",
+@pytest.mark.parametrize("text", ["chair <OBJ036>.", "<OBJ001> <OBJ002>", "Is the lamp near the sofa?  Yes.",
                                   f"{IM_START}user\nwhere?{PROXY_TOKEN}{PROXY_TOKEN}{IM_END}", "café 3.5 m ✓"])
 def test_decode_round_trips(tok, text):
     ids = tok(text, add_special_tokens=False)["input_ids"]
-    assert tok.decode(ids) == text
+    assert decode(tok, ids) == text
+
+
+def _spaced_identifier_is_predicted_from_the_word(tok) -> None:
+    """" chair <OBJ036>" is [" chair", "<OBJ036>"]: no contentless " " token between a word and its identifier
+    (the token the identifier would otherwise be predicted from), also in the answer the codec encodes."""
+    toks = tok.convert_ids_to_tokens(tok(" chair <OBJ036>", add_special_tokens=False)["input_ids"])
+    assert toks[-1] == "<OBJ036>" and tok.convert_tokens_to_string(toks[:-1]) == " chair"
+    assert tok.convert_ids_to_tokens(tok(" <OBJ001> <OBJ002>", add_special_tokens=False)["input_ids"]) == [
+        "<OBJ001>", "<OBJ002>"]
+
+
+def test_an_identifier_takes_the_space_before_it(tok, tmp_path):
+    _spaced_identifier_is_predicted_from_the_word(tok)
+    save(tok, tmp_path / "ckpt")
+    _spaced_identifier_is_predicted_from_the_word(load(tmp_path / "ckpt"))
 
 
 def test_special_tokens_present_and_distinct(tok):
@@ -133,6 +149,7 @@ def test_qwen_tokenizer_gets_project_tokens(tmp_path):
     assert len(set(object_token_ids(tok))) == 100 and proxy_token_id(tok) != tok.unk_token_id
     save(tok, tmp_path / "ckpt")
     assert object_token_ids(load(tmp_path / "ckpt")) == object_token_ids(tok)
+    _spaced_identifier_is_predicted_from_the_word(load(tmp_path / "ckpt"))
 
 
 def test_vocab_size_too_small_errors():

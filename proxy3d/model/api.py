@@ -78,7 +78,7 @@ class Bundle:
             rows = self.model.generate_ids(b.input_ids.to(dev), b.attention_mask.to(dev), b.scenes, max_new_tokens,
                                            self.codec.eos_id, self.codec.pad_id)
             for r in rows:
-                text = " ".join(self.tokenizer.decode(r, skip_special_tokens=False).split())
+                text = " ".join(tt.decode(self.tokenizer, r).split())
                 out.append((text, tt.object_ids_from_token_ids(r, self.tokenizer)))
         return out
 

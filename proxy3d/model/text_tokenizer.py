@@ -8,7 +8,11 @@ which one is in use:
 - pad / bos / eos and the chat markers ``<|im_start|>`` / ``<|im_end|>``.
 
 Special tokens are matched before pre-tokenization, so ``"chair <OBJ036>."`` and ``"<OBJ001><OBJ002>"``
-always give one id per identifier. The tokenizer is saved next to each checkpoint with
+always give one id per identifier. An identifier absorbs the space before it (``lstrip``): ``"chair <OBJ036>"``
+is `` chair``, ``<OBJ036>``, so the identifier is predicted from the word it names. With the space as a token of
+its own, the identifier of "Which object is the chair?" had to be predicted from a contentless " " (a two-hop
+lookup), and whether a from-scratch tiny model ever learned it depended on rounding: the same seed reached 88%
+grounding on one CPU and 17% on another (issue 8). :func:`decode` puts the space back. The tokenizer is saved next to each checkpoint with
 ``save_pretrained`` (:func:`save`) and reloaded with :func:`load`.
 """
 
@@ -71,7 +75,7 @@ def _train_bpe(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=2,
-        special_tokens=[AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS],
+        special_tokens=[_special(t) for t in SPECIAL_TOKENS],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -87,6 +91,11 @@ def _train_bpe(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast
     )
     log.info("trained byte-level BPE: %d ids on %d texts", len(fast), len(cleaned))
     return _checked(fast, "trained BPE")
+
+
+def _special(token: str) -> AddedToken:
+    """A project special token; an identifier also takes the whitespace before it (see the module docstring)."""
+    return AddedToken(token, special=True, normalized=False, lstrip=token in OBJECT_TOKENS)
 
 
 def _sorted(texts: list[str]) -> Iterator[str]:
@@ -118,7 +127,7 @@ def _load_qwen(path: str) -> PreTrainedTokenizerFast:
         tok.add_special_tokens(missing)
     vocab = tok.get_vocab()
     new = [t for t in EXTRA_TOKENS if t not in vocab]
-    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in new], special_tokens=True)
+    tok.add_tokens([_special(t) for t in new], special_tokens=True)
     return _checked(tok, f"Qwen tokenizer from {path}")
 
 
@@ -151,6 +160,15 @@ def load(path: str | Path) -> PreTrainedTokenizerFast:
         raise ValueError(f"tokenizer in '{folder}' lacks {len(missing)} project tokens (e.g. {missing[0]!r}); "
                          "rebuild it with build_text_tokenizer")
     return _checked(tok, f"tokenizer in {folder}")
+
+
+_GLUED_RE = re.compile(r"(?<=\S)(<OBJ\d{3}>)")
+
+
+def decode(tok: PreTrainedTokenizerBase, ids: Sequence[int]) -> str:
+    """Text of generated ``ids`` with the space an identifier absorbed put back: ``[" chair", "<OBJ036>"]`` ->
+    ``" chair <OBJ036>"`` (special tokens kept)."""
+    return _GLUED_RE.sub(r" \1", tok.decode(list(ids), skip_special_tokens=False))
 
 
 def object_token_ids(tok: PreTrainedTokenizerBase) -> list[int]:

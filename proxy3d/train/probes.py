@@ -120,7 +120,7 @@ def generate(model: Proxy3DModel, codec: TextCodec, scenes: Sequence[SceneInput]
         dev = model.device
         ids = model.generate_ids(b.input_ids.to(dev), b.attention_mask.to(dev), b.scenes, max_new_tokens,
                                  codec.eos_id, codec.pad_id)
-        out += [(codec.tok.decode(r, skip_special_tokens=False), tt.object_ids_from_token_ids(r, codec.tok)) for r in ids]
+        out += [(tt.decode(codec.tok, r), tt.object_ids_from_token_ids(r, codec.tok)) for r in ids]
     model.train(was)
     return out
 
