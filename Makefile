@@ -38,7 +38,7 @@ test-slow: install  ## run slow tests
 test-browser: install  ## run the real-Chromium UI tests (needs /usr/bin/chromium)
 	@$(PY) -m pytest -m "browser" $(PYTEST_ARGS)
 
-test-services: install  ## run the real-server tests (Prefect server + worker, MLflow server; ~5 min)
+test-services: install  ## run the real-server tests (Prefect server + worker, MLflow server; ~6.5 min)
 	@$(PY) -m pytest -m "services and not browser and not gpu" $(PYTEST_ARGS)
 
 lint: install  ## ruff

@@ -9,7 +9,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -193,12 +192,14 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project
 
 
-def test_noop_repro_is_fast_and_runs_nothing(toy: Path) -> None:
-    t0 = time.perf_counter()
+def test_noop_repro_runs_nothing(toy: Path) -> None:
+    """An up-to-date project reruns no stage and rewrites neither outputs nor dvc.lock (how fast that is, is a
+    benchmark's business, not a unit test's)."""
+    files = [toy / "dvc.lock", *sorted((toy / "out").iterdir()), *sorted((toy / "metrics").iterdir())]
+    before = {f: (f.stat().st_mtime_ns, f.read_bytes()) for f in files}
     out = dvc(toy, "repro")
-    elapsed = time.perf_counter() - t0
     assert "didn't change, skipping" in out and "Running stage" not in out
-    assert elapsed < 5.0, f"no-op repro took {elapsed:.1f}s"
+    assert {f: (f.stat().st_mtime_ns, f.read_bytes()) for f in files} == before
 
 
 def test_param_change_reruns_only_downstream(toy: Path) -> None:

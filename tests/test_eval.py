@@ -161,7 +161,6 @@ def _proxies(scene_id: str, k: int, seed: int = 0):
                    np.arange(k, dtype=np.int32) % 3, np.zeros(k, np.int32), np.ones(k, np.int32))
 
 
-@pytest.mark.slow
 def test_evaluate_drives_the_real_model_api(tiny_checkpoint, boxes):
     """An untrained tiny checkpoint through proxy3d.model.api: shapes, batching and scoring fit together."""
     from proxy3d.eval.evaluate import model_generate_fn
@@ -179,7 +178,6 @@ def test_evaluate_drives_the_real_model_api(tiny_checkpoint, boxes):
     assert 0.0 <= results["semantic@700"]["benchmarks"]["scanrefer"]["acc@0.25"] <= 1.0
 
 
-@pytest.mark.slow
 def test_evaluate_stage_writes_metrics_report_and_plots(tiny_checkpoint, tmp_path):
     """The stage's run() on SpaceSpan-layout Parquet, an objects table, proxies and the checkpoint."""
     import json

@@ -69,26 +69,50 @@ def test_dvc_errors_are_classified(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory):
+    """A real Prefect server (prefect_test_harness) and an MLflow store in a temp folder, which is also the
+    working directory: the flow's own runs (parent, skipped stages) find their project, and so the folder for
+    artifacts and the params.yaml/dvc.lock they log, from it; from the checkout they went into its mlartifacts/."""
     from prefect.testing.utilities import prefect_test_harness
 
     root = tmp_path_factory.mktemp("flows")
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlruns.db'}", "PROXY3D_TRACKING": "1",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    with prefect_test_harness(server_startup_timeout=120):
-        yield root
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlruns.db'}", "PROXY3D_TRACKING": "1",
+                     "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}.items():
+            mp.setenv(k, v)
+        mp.delenv("PROXY3D_ROOT", raising=False)
+        mp.delenv(tracking.PARENT_ENV, raising=False)
+        mp.chdir(root)
+        with prefect_test_harness(server_startup_timeout=120):
+            yield root
 
 
 def _children(parent_id: str) -> dict[str, dict]:
     return {c["name"]: c for c in tracking.child_runs(parent_id)}
 
 
+def _artifact(run_id: str, path: str, dst: Path) -> str:
+    from mlflow.artifacts import download_artifacts
+
+    dst.mkdir(exist_ok=True)
+    return Path(download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst))).read_text()
+
+
+def _assert_artifacts_stay_in(root: Path) -> None:
+    """Every run in the harness's store keeps its artifacts under ``root``; none has a folder in the checkout's
+    mlartifacts/ (checked by run id: a pipeline run of the checkout may be writing there meanwhile)."""
+    from urllib.parse import unquote, urlparse
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
+    assert runs
+    for r in runs:
+        assert Path(unquote(urlparse(r.info.artifact_uri).path)).is_relative_to(root), r.info.artifact_uri
+        assert not (ROOT / "mlartifacts" / r.info.run_id).exists(), r.info.run_id
+
+
+@pytest.mark.services
 @pytest.mark.slow
 def test_pipeline_flow_nests_stage_runs_and_records_skips(harness: Path) -> None:
     project = demo_project.create(harness / "toy")
@@ -110,8 +134,13 @@ def test_pipeline_flow_nests_stage_runs_and_records_skips(harness: Path) -> None
         assert run["status"] == "FINISHED"
         assert run["tags"]["dvc.stage_hash"] == dvc.stage_hash(dvc.lock_entry(project, stage))
     assert _children(old["run_id"])["prepare"]["tags"]["proxy3d.skipped"] == "false"
+    # a stage run logs its project's params.yaml (the toy's, at budget 450 now), not the checkout's
+    logged = _artifact(kids["proxies"]["run_id"], "pipeline/params.yaml", harness / "downloads")
+    assert logged == (project / "params.yaml").read_text()
+    _assert_artifacts_stay_in(harness)
 
 
+@pytest.mark.services
 @pytest.mark.slow
 def test_failing_stage_fails_flow_and_mlflow_runs(harness: Path) -> None:
     project = demo_project.create(harness / "failing")
@@ -126,8 +155,10 @@ def test_failing_stage_fails_flow_and_mlflow_runs(harness: Path) -> None:
     (project / "FAIL_proxies").unlink()
     rerun = flows_pipeline.stage("proxies", project_dir=str(project))
     assert rerun[0]["skipped"] is False
+    _assert_artifacts_stay_in(harness)
 
 
+@pytest.mark.services
 @pytest.mark.slow
 def test_pipeline_flow_follows_the_tracking_section_of_params(harness: Path) -> None:
     """The flow's parent and skipped-stage runs go where the stages log (``tracking.experiment``), and nowhere
@@ -145,3 +176,4 @@ def test_pipeline_flow_follows_the_tracking_section_of_params(harness: Path) -> 
     params.write_text(params.read_text().replace("experiment: elsewhere", "experiment: elsewhere, enabled: false"))
     flows_pipeline.pipeline(budget=450, project_dir=str(project))
     assert len(tracking.recent_runs(100, experiment="elsewhere")) == before
+    _assert_artifacts_stay_in(harness)

@@ -75,12 +75,13 @@ def test_tokenize_file_writes_and_reports(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "p.safetensors").read_bytes() == (tmp_path / "out" / "q.safetensors").read_bytes()
 
 
-def test_tokenize_cli_names_outputs_by_scene_and_refuses_bad_arguments(tmp_path: Path, capsys) -> None:
+def test_tokenize_cli_names_outputs_by_scene_and_refuses_bad_arguments(tmp_path: Path, capsys, monkeypatch) -> None:
     import pytest
 
     from proxy3d.stages.tokenize_cli import main
     from proxy3d.types import save_triplets
 
+    monkeypatch.chdir(tmp_path)  # no ./params.yaml: the built-in defaults, not the checkout's params
     src = tmp_path / "triplets"
     save_triplets(make_triplets(800, 8, seed=11, scene_id="sceneB"), src / "wrongname.safetensors")
     assert main([str(src), "--budget", "40", "--out", str(tmp_path / "out")]) == 0

@@ -5,7 +5,8 @@ rerun resumes (DVC skips what finished); services.sh stop ends exactly its proce
 
 from __future__ import annotations
 
-import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -103,11 +104,20 @@ def test_killed_worker_crashes_the_run_and_a_rerun_resumes(services: LocalServic
 def test_stop_ends_exactly_the_started_processes(services: LocalServices) -> None:
     pids = {n: services.pid(n) for n in ("prefect-server", "mlflow-server", "prefect-worker")}
     assert all(pids.values())
-    services.stop()
-    for name, pid in pids.items():
-        assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"{name} (pid {pid}) still running"
-    assert not any((services.state_dir / "services" / f"{n}.pid").exists() for n in pids)
-    assert os.getpid()  # the test process itself is untouched
+    # someone else's servers (own sessions): command lines that a stop by name (pkill -f "prefect server") would hit
+    decoys = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", *cmd.split()],
+                               start_new_session=True)
+              for cmd in ("prefect server start", "mlflow server --port 5999", "prefect worker start --pool toy-pool")]
+    try:
+        services.stop()
+        for name, pid in pids.items():
+            assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"{name} (pid {pid}) still running"
+        assert not any((services.state_dir / "services" / f"{n}.pid").exists() for n in pids)
+        assert [d.poll() for d in decoys] == [None, None, None], "stop ended processes it had not started"
+    finally:
+        for d in decoys:
+            d.kill()
+            d.wait()
 
 
 def _zombie(pid: int) -> bool:

@@ -54,7 +54,6 @@ def test_a_second_run_gives_the_same_bytes(rendered, tmp_path):
         assert render.png_bytes(render.identifier_image(e["id"], 28), 28) == (out / e["file"]).read_bytes()
 
 
-@pytest.mark.slow
 def test_two_full_runs_give_the_same_bytes(rendered, tmp_path):
     out, _, _ = rendered
     render_maps(SymbolsParams(), tmp_path)
@@ -115,7 +114,6 @@ def test_rerun_skips_and_corrupted_file_is_rendered_again(rendered, tmp_path):
     assert _files(work) == _files(out)
 
 
-@pytest.mark.slow
 def test_changed_settings_render_again(rendered, tmp_path):
     out, _, _ = rendered
     for name, data in _files(out).items():

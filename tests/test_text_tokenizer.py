@@ -103,7 +103,6 @@ def test_training_is_deterministic_and_order_free(tok):
     assert _sha(build_text_tokenizer(texts, vocab_size=600)) == _sha(tok)
 
 
-@pytest.mark.slow
 def test_training_is_deterministic_across_processes(tok):
     """The Rust trainer's hash maps are seeded per process: a fresh interpreter must agree too."""
     code = ("import hashlib; from tests.test_text_tokenizer import corpus; "

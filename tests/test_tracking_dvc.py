@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from flows import demo_project
 from proxy3d import dvcproc, tracking
@@ -26,8 +27,20 @@ def store(mlflow_store: Path) -> Path:
 
 
 def _repro(project: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    """``dvc repro`` in ``project`` as in a checkout: the stages find their project (params.yaml, dvc.lock) from
+    the working directory, not from the store fixture's PROXY3D_ROOT."""
+    env = {k: v for k, v in os.environ.items() if k != "PROXY3D_ROOT"}
+    env.update({"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"})
     return subprocess.run([DVC, "repro"], cwd=project, env=env, capture_output=True, text=True, timeout=180)
+
+
+def _artifacts(run_id: str, dst: Path) -> dict[str, str]:
+    """The run's "pipeline" artifacts: file name -> text."""
+    from mlflow.artifacts import download_artifacts
+
+    dst.mkdir(parents=True)
+    folder = Path(download_artifacts(run_id=run_id, artifact_path="pipeline", dst_path=str(dst)))
+    return {f.name: f.read_text() for f in sorted(folder.iterdir())}
 
 
 def test_each_dvc_repro_gets_one_parent_run(store: Path) -> None:
@@ -44,6 +57,14 @@ def test_each_dvc_repro_gets_one_parent_run(store: Path) -> None:
     kids = tracking.child_runs(parent["run_id"])
     assert [(k["name"], k["status"], k["tags"]["dvc.stage"]) for k in kids] == [
         ("prepare", "FINISHED", "prepare"), ("proxies", "FINISHED", "proxies")]
+    # each stage run keeps the project's params.yaml and dvc.lock as they were when it ran, under "pipeline"
+    # (prepare ran before DVC wrote any dvc.lock; proxies after DVC had locked prepare)
+    logged = {k["name"]: _artifacts(k["run_id"], store / "downloads" / k["name"]) for k in kids}
+    assert logged["prepare"] == {"params.yaml": (project / "params.yaml").read_text()}
+    assert logged["proxies"].keys() == {"params.yaml", "dvc.lock"}
+    assert logged["proxies"]["params.yaml"] == (project / "params.yaml").read_text()
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    assert yaml.safe_load(logged["proxies"]["dvc.lock"])["stages"] == {"prepare": lock["prepare"]}
 
     # second execution: only `proxies` reruns, and it fails -> a new parent, FAILED, the first one untouched
     params = project / "params.yaml"

@@ -129,7 +129,6 @@ def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-@pytest.mark.slow
 def test_killed_stage_resumes_to_the_same_final_weights(toy: StagePaths, tmp_path: Path) -> None:
     p = _params(steps=5)
     full = StagePaths(toy.spacespan, toy.symbols, toy.proxies, tmp_path / "full")
@@ -182,7 +181,6 @@ def test_killed_stage_does_not_resume_after_its_inputs_changed(toy: StagePaths, 
     assert not (paths.checkpoints / "stage1/bundle.json").exists()
 
 
-@pytest.mark.slow
 def test_cli_runs_all_four_stages_each_from_the_previous(toy: StagePaths, tmp_path: Path, monkeypatch) -> None:
     from proxy3d.stages.train import main
 
@@ -433,8 +431,15 @@ def test_zero3_offload_stage_finishes_with_its_probes(toy: StagePaths, tmp_path:
         return real_probes(*args, **kwargs)
 
     monkeypatch.setattr(loop, "run_probes", fails_at_the_end)
+    first = _Recorder()
     with pytest.raises(RuntimeError, match="final probes failed"):
-        train_stage(1, p, paths, NullTracker())
+        train_stage(1, p, paths, first)
+    logged = {step: metrics for metrics, step in first.logged if "loss" in metrics}  # log_every 1: every step
+    assert sorted(logged) == [1, 2, 3, 4]
+    assert all(np.isfinite(m["loss"]) and m["tokens_per_s"] > 0 for m in logged.values())
+    # the lr each step ran at: DeepSpeed's WarmupCosineLR warms up linearly from warmup_min_ratio 0 over at least 2
+    # iterations, then decays to cos_min_ratio 0.1 (zero3_offload.json) of the stage's 2e-3 by the last step
+    assert [logged[s]["lr"] for s in (1, 2, 3, 4)] == pytest.approx([0.0, 1e-3, 1.1e-3, 2e-4])
     assert (paths.checkpoints / "stage1/ds/latest").exists()  # kept: a failed end of stage resumes
     monkeypatch.setattr(loop, "run_probes", real_probes)
     tracker = _Recorder()
@@ -443,6 +448,10 @@ def test_zero3_offload_stage_finishes_with_its_probes(toy: StagePaths, tmp_path:
     assert "resumed from" in caplog.text
     assert np.isfinite(m["final_loss"]) and {"what_is_acc", "grounding_acc", "probe_seconds"} <= m.keys()
     assert [step for metrics, step in tracker.logged if "probe.what_is_acc" in metrics] == [4]
+    resumed = {step: metrics for metrics, step in tracker.logged if "loss" in metrics}
+    assert sorted(resumed) == [3, 4]  # the steps after the step-2 checkpoint, at the same lr and loss as before
+    assert all(resumed[s]["lr"] == logged[s]["lr"] and resumed[s]["loss"] == pytest.approx(logged[s]["loss"])
+               for s in (3, 4))
     assert not (paths.checkpoints / "stage1/ds").exists() and (paths.checkpoints / "stage1/bundle.json").exists()
 
 
