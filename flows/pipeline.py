@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -117,8 +119,33 @@ def _flow_run_dead(flow_run_id: str) -> bool:
     return state is not None and state.is_final()
 
 
+@contextmanager
+def _project_root(project: Path) -> Iterator[None]:
+    """``PROXY3D_ROOT=project`` while the flow runs, so its in-process tracking (the parent run's store and the
+    params.yaml/dvc.lock it logs, skipped-stage runs, stage tags) resolves to the flow's project and not to the
+    worker's working directory, as the stage processes (cwd=project, same variable) do. The variables are
+    restored after, MLFLOW_TRACKING_URI included: MLflow exports the store it was given there, and a later
+    flow of the same worker for another project must not inherit it."""
+    saved = {k: os.environ.get(k) for k in ("PROXY3D_ROOT", "MLFLOW_TRACKING_URI")}
+    os.environ["PROXY3D_ROOT"] = str(project)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _run_stages(name: str, stages: list[str], project: Path, flow_params: dict[str, Any],
                 single_item: bool = True) -> list[dict[str, Any]]:
+    with _project_root(project):
+        return _run_stages_in(name, stages, project, flow_params, single_item)
+
+
+def _run_stages_in(name: str, stages: list[str], project: Path, flow_params: dict[str, Any],
+                   single_item: bool) -> list[dict[str, Any]]:
     logger = get_run_logger()
     results: list[dict[str, Any]] = []
     experiment, on = _tracking(project)

@@ -177,3 +177,38 @@ def test_pipeline_flow_follows_the_tracking_section_of_params(harness: Path) -> 
     flows_pipeline.pipeline(budget=450, project_dir=str(project))
     assert len(tracking.recent_runs(100, experiment="elsewhere")) == before
     _assert_artifacts_stay_in(harness)
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_flow_tracks_in_its_project_not_the_workers_cwd(harness: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker runs a flow for a project_dir that is not its working directory (the harness's folder), with no
+    MLFLOW_TRACKING_URI and no PROXY3D_ROOT: the parent run logs that project's params.yaml/dvc.lock and goes to
+    the project's default store, where the stage processes (cwd=project) put their runs. It had resolved the
+    root from the worker's cwd: no params.yaml logged, and the parent in another store than its children."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    project = demo_project.create(tmp_path / "away")
+    assert not Path.cwd().resolve().is_relative_to(project) and not project.is_relative_to(Path.cwd().resolve())
+    flows_pipeline.pipeline(project_dir=str(project))
+    assert (project / "mlruns.db").is_file(), "the runs did not go to the project's store"
+    assert "PROXY3D_ROOT" not in os.environ and "MLFLOW_TRACKING_URI" not in os.environ  # restored
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlruns.db'}")
+    parents = tracking.recent_runs(10, pipelines_only=True)
+    assert len(parents) == 1, "the flow's parent run is not in the project's store, where its stage runs are"
+    parent = parents[0]
+    kids = _children(parent["run_id"])
+    assert set(kids) == {"prepare", "proxies", "evaluate"}
+    assert parent["status"] == "FINISHED" and all(k["status"] == "FINISHED" for k in kids.values())
+    for name in ("params.yaml", "dvc.lock"):
+        logged = _artifact(parent["run_id"], f"pipeline/{name}", tmp_path / "downloads")
+        assert logged == (project / name).read_text(), name
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("proxy3d")
+    for run_id in [parent["run_id"], *(k["run_id"] for k in kids.values())]:
+        run = client.get_run(run_id)
+        assert run.info.experiment_id == exp.experiment_id
+        assert run.info.artifact_uri.startswith((project / "mlartifacts").as_uri()), run.info.artifact_uri
