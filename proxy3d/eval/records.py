@@ -180,6 +180,21 @@ def as_int(path: Path, line: int, value: Any, key: str) -> int:
 Boxes = dict[str, dict[int, tuple[str, np.ndarray]]]  # scene -> object id -> (label, (6,) centre+size)
 
 
+def gt_box(boxes: Boxes, scene_id: str, object_id: int) -> np.ndarray | None:
+    """The GT box of an object, None when the scene or the object is unknown."""
+    entry = boxes.get(scene_id, {}).get(object_id)
+    return None if entry is None else entry[1]
+
+
+def gt_box_or_no_box(boxes: Boxes, scene_id: str, object_id: int) -> np.ndarray:
+    """:func:`gt_box`, with ``metrics.NO_BOX`` (a box nothing overlaps) for an unknown object: it still counts
+    as a box in Multi3DRefer's and Scan2Cap's matching, and matches nothing."""
+    from proxy3d.eval.metrics import NO_BOX
+
+    b = gt_box(boxes, scene_id, object_id)
+    return NO_BOX if b is None else b
+
+
 def load_gt_boxes(source: str | Path, scene_ids: set[str]) -> Boxes:
     """GT object boxes of ``scene_ids`` from a Parquet/CSV objects table or a ScanNet-layout data root."""
     source = Path(source)

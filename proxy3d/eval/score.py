@@ -26,11 +26,12 @@ import numpy as np
 
 from proxy3d.eval import captions, metrics
 from proxy3d.eval.records import (
-    Boxes,
     PredictionFormatError,
     as_int,
     check_kind,
     field,
+    gt_box,
+    gt_box_or_no_box,
     iter_keyed_arrays,
     iter_records,
     load_gt_boxes,
@@ -42,11 +43,6 @@ from proxy3d.eval.records import (
 log = logging.getLogger(__name__)
 
 BENCHMARKS = ("scanrefer", "multi3drefer", "scanqa", "sqa3d", "scan2cap", "vsibench")
-
-
-def _gt_box(boxes: Boxes, scene_id: str, object_id: int) -> np.ndarray | None:
-    entry = boxes.get(scene_id, {}).get(object_id)
-    return None if entry is None else entry[1]
 
 
 def _iou(pred: np.ndarray | None, gt: np.ndarray | None, eps: float = 0.0) -> float:
@@ -107,7 +103,7 @@ def score_scanrefer(pred: Path, anns: list[Path], boxes_src: Path, meteor: bool 
         key = (str(field(pred, line, r, "scene_id")), as_int(pred, line, field(pred, line, r, "object_id"), "object_id"),
                as_int(pred, line, field(pred, line, r, "ann_id"), "ann_id"))
         preds.add(line, key, parse_box(pred, line, field(pred, line, r, "bbox")))
-    ious = [_iou(preds.get(k), _gt_box(boxes, k[0], k[1]), metrics.SCANREFER_IOU_EPS) for k in gt]
+    ious = [_iou(preds.get(k), gt_box(boxes, k[0], k[1]), metrics.SCANREFER_IOU_EPS) for k in gt]
     ious += [0.0] * preds.unknown
     um = [lookup[(k[0], k[1])] for k in gt] + [-1] * preds.unknown
     return {**metrics.scanrefer_scores(ious, um), **preds.counts()}
@@ -130,7 +126,7 @@ def score_multi3drefer(pred: Path, anns: list[Path], boxes_src: Path, meteor: bo
     f1s, types = [], []
     for key, (ids, et) in gt.items():
         # a GT object missing from the scene stays a target nothing matches
-        gt_boxes = [metrics.NO_BOX if b is None else b for b in (_gt_box(boxes, key[0], i) for i in ids)]
+        gt_boxes = [gt_box_or_no_box(boxes, key[0], i) for i in ids]
         # a query without a prediction scores 0 even when zero-target: M3DRef-CLIP's evaluator
         # (m3drefclip/evaluation/multi3drefer_evaluator.py) fills zero-initialised F1 arrays for predicted
         # queries only; "predicted nothing" is an explicit empty ``aabb`` list
@@ -239,7 +235,7 @@ def score_scan2cap(pred: Path, anns: list[Path], boxes_src: Path, meteor: bool =
     unknown = 0
     for scene_id, scene_preds in preds.items():
         ids = objects.get(scene_id, [])
-        gt_boxes = [metrics.NO_BOX if b is None else b for b in (_gt_box(boxes, scene_id, o) for o in ids)]
+        gt_boxes = [gt_box_or_no_box(boxes, scene_id, o) for o in ids]
         assigned = metrics.assign_boxes([b for _, b in scene_preds], gt_boxes)
         hits = {i for i, iou in assigned if i is not None and iou > 0.0}
         unknown += len(scene_preds) - len(hits)

@@ -16,10 +16,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from proxy3d.eval import captions, metrics
-from proxy3d.eval.records import Boxes
+from proxy3d.eval.records import Boxes, gt_box, gt_box_or_no_box
 from proxy3d.model.inputs import text_or_none
 
 log = logging.getLogger(__name__)
@@ -57,16 +55,6 @@ def answers_of(item: dict[str, Any]) -> list[str]:
     return [] if v is None else [str(a) for a in v]
 
 
-def _box(boxes: Boxes, scene_id: str, object_id: int) -> np.ndarray | None:
-    entry = boxes.get(scene_id, {}).get(object_id)
-    return None if entry is None else entry[1]
-
-
-def _box_or_none_box(boxes: Boxes, scene_id: str, object_id: int) -> np.ndarray:
-    b = _box(boxes, scene_id, object_id)
-    return metrics.NO_BOX if b is None else b
-
-
 def _has_distractors(boxes: Boxes, scene_id: str, object_id: int) -> bool:
     """Multi3DRefer's "with distractors": another object of the scene has the target's label (True for a target
     the scene lacks)."""
@@ -97,13 +85,13 @@ def scanrefer_ious(items: Sequence[dict], preds: Sequence[str], boxes: Boxes) ->
     every object of the scene), each named by the objects table's label. A target without a box is multiple.
     ScanRefer's 18-class split needs ScanNet's label table, which ``proxy3d score --label-map`` applies."""
     annotated = [(str(it["scene_id"]), t[0], boxes[str(it["scene_id"])][t[0]][0]) for it in items
-                 if (t := _ids(it)) and _box(boxes, str(it["scene_id"]), t[0]) is not None]
+                 if (t := _ids(it)) and gt_box(boxes, str(it["scene_id"]), t[0]) is not None]
     lookup = metrics.unique_multiple_lookup(annotated)
     ious, um = [], []
     for it, pred in zip(items, preds, strict=True):
         sid, targets, named = it["scene_id"], _ids(it), parse_objects(pred)
-        gt = _box(boxes, sid, targets[0]) if targets else None
-        p = _box(boxes, sid, named[0]) if named else None  # empty prediction / unknown id: IoU 0
+        gt = gt_box(boxes, sid, targets[0]) if targets else None
+        p = gt_box(boxes, sid, named[0]) if named else None  # empty prediction / unknown id: IoU 0
         ious.append(0.0 if gt is None or p is None else metrics.box3d_iou(p, gt, metrics.SCANREFER_IOU_EPS))
         um.append(lookup.get((str(sid), targets[0]), 1) if targets else 1)
     return ious, um
@@ -122,8 +110,8 @@ def multi3drefer_f1s(items: Sequence[dict], preds: Sequence[str], boxes: Boxes
     f1s, types = [], []
     for it, pred in zip(items, preds, strict=True):
         sid = it["scene_id"]
-        pred_boxes = [_box_or_none_box(boxes, sid, i) for i in parse_objects(pred)]
-        gt_boxes = [_box_or_none_box(boxes, sid, i) for i in _ids(it)]
+        pred_boxes = [gt_box_or_no_box(boxes, sid, i) for i in parse_objects(pred)]
+        gt_boxes = [gt_box_or_no_box(boxes, sid, i) for i in _ids(it)]
         f1s.append(metrics.multi3drefer_f1(pred_boxes, gt_boxes))
         types.append(_eval_type(it, boxes))
     return f1s, types
@@ -164,7 +152,7 @@ def score_scan2cap(items: Sequence[dict], preds: Sequence[str], boxes: Boxes, me
         gts[key].extend(answers_of(it))
         if key not in cands:
             named = parse_objects(pred)
-            gt, p = _box(boxes, it["scene_id"], targets[0]), _box(boxes, it["scene_id"], named[0]) if named else None
+            gt, p = gt_box(boxes, it["scene_id"], targets[0]), gt_box(boxes, it["scene_id"], named[0]) if named else None
             ious[key] = 1.0 if not named else (metrics.box3d_iou(p, gt) if p is not None and gt is not None else 0.0)
             cands[key] = strip_objects(pred)
     return captions.scan2cap_scores(dict(gts), cands, ious, meteor=meteor)
