@@ -48,7 +48,8 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench_curriculum",
                     help="checkpoints go to <work>/seed<N>/, which is deleted first (default .cache/bench_curriculum)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (train.threads); 1 is fastest on 2 shared cores")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: params' train.threads, 2; use 1 when another process busies a core)")
     ap.add_argument("-S", "--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = ap.parse_args()
     args.work, args.data, args.params = args.work.resolve(), args.data.resolve(), str(Path(args.params).resolve())
@@ -57,19 +58,17 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import shutil
 
-    import torch
-
     from proxy3d.config import load_params
     from proxy3d.tracking import NullTracker
     from proxy3d.train.loop import StagePaths, train_stage
 
-    torch.set_num_threads(args.threads)
     results = []
     for seed in args.seeds:
         work = args.work / f"seed{seed}"
         shutil.rmtree(work, ignore_errors=True)
         paths, source = inputs(work, args.data)
-        params = load_params(args.params, [*args.set, f"train.seed={seed}", "train.device=cpu", f"train.threads={args.threads}"])
+        params = load_params(args.params, [*args.set, f"train.seed={seed}", "train.device=cpu",
+                                                  *([f"train.threads={args.threads}"] if args.threads else [])])
         row: dict[str, object] = {"seed": seed, "inputs": source}
         total = 0.0
         for st in args.stages:

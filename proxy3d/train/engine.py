@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,22 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _venv_ninja_first() -> None:
+    """Put this interpreter's bin dir first on PATH when it holds ninja. DeepSpeed JIT-builds its CPU collective
+    (shm_comm) with the first ninja on PATH; ``scripts/install.sh`` prebuilt it with the venv's, and another
+    ninja logs other command hashes and rebuilds it (24-80 s per stage) when ``.venv/bin/proxy3d`` runs without
+    the venv activated."""
+    venv_bin = Path(sys.executable).parent
+    ninja = venv_bin / "ninja"
+    if ninja.exists() and shutil.which("ninja") != str(ninja):
+        os.environ["PATH"] = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
 def init_distributed(device: str) -> None:
     """Single-process defaults (RANK=0, WORLD_SIZE=1, a free port) unless a launcher set them."""
     if device == "cpu":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        _venv_ninja_first()
     for k, v in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1")):
         os.environ.setdefault(k, v)
     os.environ.setdefault("MASTER_PORT", str(_free_port()))
