@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,7 @@ def test_layout_and_splits(dataset) -> None:
 
 def test_world_has_support_no_interpenetration_and_free_cameras() -> None:
     labels: set[str] = set()
+    supported, most_of_a_label = 0, []
     for seed in range(30):
         w = build_world(f"scene{seed:04d}_00", "train", seed, frames=32)
         objs = w.scene.objects
@@ -81,7 +83,11 @@ def test_world_has_support_no_interpenetration_and_free_cameras() -> None:
         inside = np.all((cams[:, None] > lo[None]) & (cams[:, None] < hi[None]), axis=-1)
         assert not inside.any()
         labels |= {o.label for o in contents}
-    assert any(o.support is not None and o.support >= 0 for o in contents)
+        supported += sum(o.support is not None and o.support >= 0 for o in contents)
+        most_of_a_label.append(max(Counter(o.label for o in contents).values()))
+    assert supported >= 30
+    # sets (catalog.Kind.copies): counting questions have answers above 2 in most rooms
+    assert sum(m >= 3 for m in most_of_a_label) >= 15, most_of_a_label
     assert len(labels) >= 30
     assert all(vocab.category_id(k.label) >= 0 for k in KINDS)
     assert len({(k.pattern, k.colors) for k in KINDS}) == len(KINDS), "categories must look different"

@@ -396,9 +396,11 @@ class CurriculumData:
         turns = []
         for _ in range(self.turns):
             k, kind = int(rng.integers(n)), rng.random()
-            if kind < 0.35:
+            if kind < 0.3 or (kind >= 0.8 and o.labels[k] in NOT_ASKED):
                 turns.append(where_is(ids[k], o.centers[k]))
-            elif kind < 0.7 and n > 1:
+            elif kind >= 0.8:  # VSI-Bench counting on one token per object, any count (the scene may be a subset)
+                turns.append((prompt_text(counting_question(o.labels[k])), str(o.labels.count(o.labels[k]))))
+            elif kind < 0.6 and n > 1:
                 turns.append(closest_to(ids[k], ids[nearest_other(o.centers, k)]))
             elif n > 1:
                 j = int((k + 1 + rng.integers(n - 1)) % n)

@@ -184,8 +184,10 @@ class _Builder:
     def size_of(self, kind: Kind) -> tuple[float, float, float]:
         return tuple(float(self.rng.uniform(a, b)) for a, b in zip(kind.size_min, kind.size_max, strict=True))
 
-    def try_place(self, place: str) -> bool:
-        kind = self.sample_kind(place)
+    def try_place(self, place: str, kind: Kind | None = None) -> Kind | None:
+        """Place one object of ``kind`` (default: a random kind of ``place``) at a random free spot; the kind
+        placed, or None when the spot was taken."""
+        kind = kind or self.sample_kind(place)
         w, d, h = self.size_of(kind)
         color = self.pick(kind.colors)
         if place == WALL:
@@ -199,7 +201,7 @@ class _Builder:
             sx, sy = (d, w) if int(round(yaw / (math.pi / 2))) % 2 == 0 else (w, d)
             x, y, _ = self.room
             if sx > x - 2 * WALL_GAP or sy > y - 2 * WALL_GAP:
-                return False
+                return None
             cx = self.rng.uniform(WALL_GAP + sx / 2, x - WALL_GAP - sx / 2)
             cy = self.rng.uniform(WALL_GAP + sy / 2, y - WALL_GAP - sy / 2)
             lo, hi = np.array([cx - sx / 2, cy - sy / 2, 0.0]), np.array([cx + sx / 2, cy + sy / 2, h])
@@ -207,22 +209,33 @@ class _Builder:
         else:
             parents = [o for o in self.objects if self._supports(o)]
             if not parents:
-                return False
+                return None
             parent = self.pick(tuple(parents))
             p_lo, p_hi = parent.aabb[:3] - parent.aabb[3:] / 2, parent.aabb[:3] + parent.aabb[3:] / 2
             yaw = parent.yaw
             sx, sy = (d, w) if int(round(yaw / (math.pi / 2))) % 2 == 0 else (w, d)
             if sx > p_hi[0] - p_lo[0] or sy > p_hi[1] - p_lo[1]:
-                return False
+                return None
             cx = self.rng.uniform(p_lo[0] + sx / 2, p_hi[0] - sx / 2)
             cy = self.rng.uniform(p_lo[1] + sy / 2, p_hi[1] - sy / 2)
             lo = np.array([cx - sx / 2, cy - sy / 2, p_hi[2]])
             hi = np.array([cx + sx / 2, cy + sy / 2, p_hi[2] + h])
             support = parent.object_id
         if lo is None or hi[2] > self.room[2] - 0.05 or not self.fits(lo, hi):
-            return False
+            return None
         self.add(kind.label, lo, hi, color, kind.pattern, yaw=yaw, support=support)
-        return True
+        return kind
+
+    def place_set(self, kind: Kind, room_left: int) -> None:
+        """After one object of ``kind``: 1..copies-1 more of it (none when copies is 1; at most ``room_left``),
+        each at its own free spot of the same kind of place (a set of chairs, books on desks, pictures on the
+        walls). Without sets 9 in 10 labels that occur more than once occurred twice, and "How many" was
+        answered by "2" (issue 6)."""
+        extra = int(self.rng.integers(1, kind.copies)) if kind.copies > 1 else 0
+        for _ in range(min(extra, room_left)):
+            for _ in range(30):
+                if self.try_place(kind.place, kind) is not None:
+                    break
 
     def _supports(self, obj: SynthObject) -> bool:
         kind = next((k for k in catalog.KINDS if k.label == obj.label), None)
@@ -265,8 +278,12 @@ def build_world(scene_id: str, split: str, seed: int, frames: int = 32, min_obje
     plan += [WALL if rng.random() < 0.45 else FLOOR for _ in range(n_furniture)]
     plan += [TOP] * (target - len(plan))
     for place in plan:
+        if len(b.objects) - n_structural >= target:
+            break
         for _ in range(40):
-            if b.try_place(place):
+            kind = b.try_place(place)
+            if kind is not None:
+                b.place_set(kind, target - (len(b.objects) - n_structural))
                 break
     fill = (FLOOR, TOP, WALL)
     attempts = 0
