@@ -14,6 +14,7 @@ from proxy3d import vocab
 from proxy3d.scenes.scannet import list_scenes, load_objects, open_scene
 from proxy3d.scenes.synth import SynthConfig, build_world, generate_dataset
 from proxy3d.scenes.synth.catalog import KINDS
+from proxy3d.scenes.synth.dataset import split_of
 from proxy3d.scenes.synth.world import overlaps
 from proxy3d.scenes.synth_cli import main as synth_main
 
@@ -203,3 +204,30 @@ def test_interrupted_generation_leaves_no_half_dataset(tmp_path: Path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         generate_dataset(tmp_path / "data", TINY, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_val_scenes_hold_only_categories_that_train_scenes_have() -> None:
+    """split_of passes over a scene whose categories no train scene has (a from-scratch model cannot name them),
+    keeps the seeded order otherwise, and still fills the val split when no split covers everything."""
+    labels = [{"a", "b"}, {"a", "c"}, {"b", "c"}, {"a", "z"}, {"b"}, {"c"}]
+    for seed in range(20):
+        split = split_of(6, seed, 0.34, labels)
+        val = [i for i, sid in enumerate(sorted(split)) if split[sid] == "val"]
+        assert len(val) == 2 and 3 not in val  # "z" occurs only in scene 3
+        train = set().union(*(labels[i] for i in range(6) if i not in val))
+        assert set().union(*(labels[i] for i in val)) <= train
+    assert list(split_of(6, 0, 0.34).values()).count("val") == 2
+    assert list(split_of(2, 0, 0.5, [{"x"}, {"y"}]).values()).count("val") == 1  # cannot cover: still one val scene
+
+
+def test_default_dataset_val_categories_occur_in_train() -> None:
+    from proxy3d.config import load_params
+    from proxy3d.scenes.synth.dataset import _scene_labels
+
+    cfg = load_params(Path(__file__).resolve().parents[1] / "params.yaml").synth
+    labels = [_scene_labels(cfg, i) for i in range(cfg.scenes)]
+    split = split_of(cfg.scenes, cfg.seed, cfg.val_fraction, labels)
+    sids = sorted(split)
+    val = set().union(*(labels[i] for i, s in enumerate(sids) if split[s] == "val"))
+    train = set().union(*(labels[i] for i, s in enumerate(sids) if split[s] == "train"))
+    assert val <= train, val - train

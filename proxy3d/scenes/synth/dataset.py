@@ -40,14 +40,41 @@ def scene_ids(n: int) -> list[str]:
     return [f"scene{i:04d}_00" for i in range(n)]
 
 
-def split_of(n: int, seed: int, val_fraction: float) -> dict[str, str]:
-    """Scene-level train/val split: ``round(n * val_fraction)`` val scenes (>= 1 when n >= 2 and fraction > 0)."""
+def split_of(n: int, seed: int, val_fraction: float, labels: list[set[str]] | None = None) -> dict[str, str]:
+    """Scene-level train/val split: ``round(n * val_fraction)`` val scenes (>= 1 when n >= 2 and fraction > 0),
+    taken in a seeded random order.
+
+    With each scene's ``labels``, a scene becomes val only if every label of the val scenes still occurs in a
+    train scene (scenes that would break that are passed over, and used only when too few others are left): a
+    model trained from scratch cannot name a category it never saw, and 9 of the 74 val objects of the default
+    data once had one, which capped the stage-1 "What is" probe at 87.8%.
+    """
     n_val = round(n * val_fraction)
     if n >= 2 and val_fraction > 0:
         n_val = min(max(n_val, 1), n - 1)
-    order = np.random.default_rng([seed, 7919]).permutation(n)
-    val = set(order[:n_val].tolist())
+    order = np.random.default_rng([seed, 7919]).permutation(n).tolist()
+    val: list[int] = []
+    if labels is not None:
+        for i in order:
+            if len(val) == n_val:
+                break
+            held_out = set(val) | {i}
+            seen = set().union(*(labels[j] for j in range(n) if j not in held_out))
+            if set().union(*(labels[v] for v in held_out)) <= seen:
+                val.append(i)
+    val += [i for i in order if i not in val][: n_val - len(val)]
     return {sid: ("val" if i in val else "train") for i, sid in enumerate(scene_ids(n))}
+
+
+def _scene_seed(cfg: SynthConfig, i: int) -> int:
+    return int(np.random.SeedSequence([cfg.seed, i]).generate_state(1)[0])
+
+
+def _scene_labels(cfg: SynthConfig, i: int) -> set[str]:
+    """The labels of scene ``i`` (its world without rendering: the split does not change a world)."""
+    world = build_world(scene_ids(cfg.scenes)[i], "train", _scene_seed(cfg, i), cfg.frames, cfg.min_objects,
+                        cfg.max_objects)
+    return {o.label for o in world.scene.objects}
 
 
 def box_surface(lo: np.ndarray, hi: np.ndarray, spacing: float = POINT_SPACING) -> tuple[np.ndarray, np.ndarray]:
@@ -126,8 +153,7 @@ def _write_annotations(scenes: list[SynthScene], out: Path, seed: int) -> None:
 
 
 def _make_scene(i: int, scene_id: str, split: str, cfg: SynthConfig, scene_dir: Path) -> SynthScene:
-    seed_i = int(np.random.SeedSequence([cfg.seed, i]).generate_state(1)[0])
-    world = build_world(scene_id, split, seed_i, cfg.frames, cfg.min_objects, cfg.max_objects)
+    world = build_world(scene_id, split, _scene_seed(cfg, i), cfg.frames, cfg.min_objects, cfg.max_objects)
     write_scene(world, scene_dir, cfg.width, cfg.height)
     return world.scene
 
@@ -149,7 +175,7 @@ def generate_dataset(out: str | Path, cfg: SynthConfig, force: bool = False, pro
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        splits = split_of(cfg.scenes, cfg.seed, cfg.val_fraction)
+        splits = split_of(cfg.scenes, cfg.seed, cfg.val_fraction, [_scene_labels(cfg, i) for i in range(cfg.scenes)])
         jobs = [(i, sid, splits[sid], cfg, tmp / "scenes" / sid) for i, sid in enumerate(scene_ids(cfg.scenes))]
         bar = tqdm(total=len(jobs), desc="synth scenes", unit="scene", disable=not progress)
         if workers > 1:
