@@ -529,3 +529,37 @@ def test_source_signature_follows_the_model_and_train_code(tmp_path: Path) -> No
     assert source_signature(tmp_path) == before  # other packages do not restart training
     (tmp_path / "model" / "a.py").write_text("x = 2\n")
     assert source_signature(tmp_path) != before
+
+
+def test_the_venv_ninja_goes_first_on_path(tmp_path: Path, monkeypatch) -> None:
+    """DeepSpeed's shm_comm was prebuilt with the venv's ninja; another ninja first on PATH rebuilt it per stage."""
+    import shutil
+    import sys
+
+    venv_bin, other = tmp_path / "venv" / "bin", tmp_path / "usr" / "bin"
+    for d in (venv_bin, other):
+        d.mkdir(parents=True)
+        (d / "ninja").write_text("#!/bin/sh\n")
+        (d / "ninja").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
+    monkeypatch.setenv("PATH", str(other))
+    ds._venv_ninja_first()
+    assert shutil.which("ninja") == str(venv_bin / "ninja")
+    before = ds.os.environ["PATH"]
+    ds._venv_ninja_first()  # already first: PATH unchanged
+    assert ds.os.environ["PATH"] == before
+
+
+def test_stage2_asks_how_many_of_a_label_and_answers_the_count_in_its_scene(toy: StagePaths) -> None:
+    from proxy3d.vocab import category_id
+
+    objs = load_objects(toy.spacespan / "objects.parquet")["train"]
+    data = CurriculumData(2, objs, {}, None, steps=100, seed=3, turns=8, max_objects=20)
+    asked = 0
+    for ex in data.batch(5, 16):
+        for prompt, answer in ex.turns:
+            if prompt.startswith("Question: How many "):
+                label = prompt[len("Question: How many ") : -len("(s) are in this room? Answer:")]
+                assert answer == str(int((ex.scene.category == category_id(label)).sum())), (prompt, answer)
+                asked += 1
+    assert asked >= 8
