@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from torch.nn import functional as F
 
 from proxy3d.vocab import NUM_IDENTIFIERS
 
@@ -134,7 +135,9 @@ class ReferenceEmbedding(nn.Module):
         if real and category.numel() and int(category.max()) >= s:
             raise ValueError(f"category id {int(category.max())} is outside the {s}-category vocabulary")
         named = (instance >= 0) & (instance < m)
-        ids = self.id_embed()[instance.clamp(min=0, max=m - 1)] * named.unsqueeze(-1).to(z.dtype)
+        # F.embedding, not table[index]: with 2+ CPU threads the backward of an indexed gather accumulates
+        # repeated rows in a varying order (two runs trained other weights); embedding's backward does not
+        ids = F.embedding(instance.clamp(min=0, max=m - 1), self.id_embed()) * named.unsqueeze(-1).to(z.dtype)
         table = self.sem_embed() if sem_table is None else sem_table
-        sem = table[category.clamp(min=0)] * (category >= 0).unsqueeze(-1).to(z.dtype)
+        sem = F.embedding(category.clamp(min=0), table) * (category >= 0).unsqueeze(-1).to(z.dtype)
         return z + ids.to(z.dtype) + sem.to(z.dtype)
