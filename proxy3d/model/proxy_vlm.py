@@ -29,7 +29,7 @@ from torch import nn
 
 from proxy3d.model.inputs import IGNORE, SceneInput
 from proxy3d.model.pe import HybridPE3D
-from proxy3d.model.reference import OFFSET_STD, ReferenceEmbedding
+from proxy3d.model.reference import OFFSET_STD, ReferenceEmbedding, gather_rows
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class Proxy3DModel(nn.Module):
         """input_ids: (B, L) -> inputs_embeds (B, L, D) with proxies spliced and ``<OBJm>`` rows shared."""
         emb = self.vlm.get_input_embeddings()(input_ids)
         idx = self.obj_lookup.to(input_ids.device)[input_ids]
-        ids = F.embedding(idx.clamp(min=0), self.refs.id_embed().to(emb.dtype))  # deterministic backward (refs.fuse)
+        ids = gather_rows(self.refs.id_embed().to(emb.dtype), idx.clamp(min=0))
         emb = torch.where((idx >= 0).unsqueeze(-1), ids, emb)
         mask = input_ids == self.proxy_token_id
         rows = self.scene_rows(scenes)
@@ -193,7 +193,7 @@ class Proxy3DModel(nn.Module):
         is matching the hidden state against the identifier embedding seen in the scene (copying)."""
         w = self.vlm.get_output_embeddings().weight
         idx = self.obj_lookup.to(w.device)
-        return torch.where((idx >= 0).unsqueeze(-1), F.embedding(idx.clamp(min=0), self.refs.id_embed().to(w.dtype)), w)
+        return torch.where((idx >= 0).unsqueeze(-1), gather_rows(self.refs.id_embed().to(w.dtype), idx.clamp(min=0)), w)
 
     @torch.no_grad()
     def generate_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, scenes: Sequence[SceneInput],

@@ -87,6 +87,13 @@ def encode_references(visual: nn.Module, images: list[Image.Image], batch: int =
     return f / f.norm(dim=1).mean().clamp_min(1e-6)
 
 
+def gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` (index of any shape, values in range) with a run-to-run deterministic backward: the
+    backward of an indexed gather accumulates repeated rows in a varying order with 2+ CPU threads (two runs of
+    one stage trained other weights); ``F.embedding``'s does not."""
+    return F.embedding(index, table)
+
+
 class ReferenceEmbedding(nn.Module):
     """Identifier (M, D) and semantic (S, D) reference embeddings and their additive fusion.
 
@@ -135,9 +142,7 @@ class ReferenceEmbedding(nn.Module):
         if real and category.numel() and int(category.max()) >= s:
             raise ValueError(f"category id {int(category.max())} is outside the {s}-category vocabulary")
         named = (instance >= 0) & (instance < m)
-        # F.embedding, not table[index]: with 2+ CPU threads the backward of an indexed gather accumulates
-        # repeated rows in a varying order (two runs trained other weights); embedding's backward does not
-        ids = F.embedding(instance.clamp(min=0, max=m - 1), self.id_embed()) * named.unsqueeze(-1).to(z.dtype)
+        ids = gather_rows(self.id_embed(), instance.clamp(min=0, max=m - 1)) * named.unsqueeze(-1).to(z.dtype)
         table = self.sem_embed() if sem_table is None else sem_table
-        sem = F.embedding(category.clamp(min=0), table) * (category >= 0).unsqueeze(-1).to(z.dtype)
+        sem = gather_rows(table, category.clamp(min=0)) * (category >= 0).unsqueeze(-1).to(z.dtype)
         return z + ids.to(z.dtype) + sem.to(z.dtype)
