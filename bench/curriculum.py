@@ -68,7 +68,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
         paths, source = inputs(work, args.data)
         params = load_params(args.params, [*args.set, f"train.seed={seed}", "train.device=cpu",
-                                                  *([f"train.threads={args.threads}"] if args.threads else [])])
+                                                  *([f"train.threads={args.threads}"] if args.threads is not None else [])])
         row: dict[str, object] = {"seed": seed, "inputs": source}
         total = 0.0
         for st in args.stages:

@@ -171,7 +171,7 @@ def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
         raise ValueError(f"blind training is a stage-4 baseline; got --stage {stage}")
     sp, tp = stage_params(params, stage), params.train
     device = ds.resolve_device(tp.device)
-    if device == "cpu" and tp.threads > 0:  # 2 on an idle 2-core machine: 1.64x faster than 1 (bench: README)
+    if device == "cpu" and tp.threads > 0:  # 2 on an idle 2-core machine: 1.64x faster than 1 (bench/threads.py)
         torch.set_num_threads(tp.threads)
     ds.init_distributed(device)
     torch.manual_seed(tp.seed + stage)
