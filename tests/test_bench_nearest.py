@@ -1,0 +1,89 @@
+"""bench/nearest.py: fresh layouts with the right nearest object, the --direct position term, and a short run."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from proxy3d.config import ModelParams
+from proxy3d.model import text_tokenizer as tt
+from proxy3d.model.build import create_model, save_model_dir
+from proxy3d.train.loop import TEMPLATE_TEXT
+from proxy3d.vocab import categories
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("bench_nearest", ROOT / "bench" / "nearest.py")
+nearest = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(nearest)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tok = tt.build_text_tokenizer([TEMPLATE_TEXT, " ".join(categories())], 512)
+    torch.manual_seed(0)
+    mp = ModelParams()
+    model = create_model(mp, tok, None)
+    return save_model_dir(model, tok, tmp_path_factory.mktemp("nearest") / "stage1", {"stage": 1, "model": asdict(mp)})
+
+
+def test_layouts_ask_about_one_object_and_answer_its_nearest_other() -> None:
+    rng = np.random.default_rng(3)
+    for n in (2, 5, 12):
+        ex, a, b = nearest.layout(rng, n, None)
+        c, ids = np.asarray(ex.scene.centers), np.asarray(ex.scene.instance)
+        d = np.linalg.norm(c - c[ids == a][0], axis=1)
+        assert len(ex.scene) == n and a != b and a in ids
+        assert d[ids == b][0] == np.sort(d)[1]  # the second smallest: the first is a itself
+        prompt, answer = ex.turns[0]
+        assert f"<OBJ{a:03d}>" in prompt and answer.endswith(f"<OBJ{b:03d}>")
+    assert nearest.layout(rng, 3, "closest {a} {b}")[0].turns[0][1].startswith("closest <OBJ")
+
+
+def test_warmup_grows_the_layouts_and_bad_ranges_are_refused() -> None:
+    sizes = [nearest.objects_at(s, 100, 2, 12) for s in range(100)]
+    assert sizes[0] == 2 and sizes[-1] == 12 and sizes == sorted(sizes) and sizes[60] == 12
+    assert nearest.object_range("2-12") == (2, 12) and nearest.object_range("5") == (5, 5)
+    for bad in ("1", "9-3", "x"):
+        with pytest.raises(SystemExit, match="--objects"):
+            nearest.object_range(bad)
+
+
+def test_direct_adds_the_objects_floor_position_to_its_identifier_tokens_only(checkpoint: Path) -> None:
+    from proxy3d.model.build import load_model_dir
+    from proxy3d.model.inputs import TextCodec
+
+    model, tok, _ = load_model_dir(checkpoint)
+    nearest.init_fourier(model, 2.0, 0)
+    ex, a, _ = nearest.layout(np.random.default_rng(0), 4, None)
+    b = TextCodec(tok, tt.proxy_token_id(tok)).collate([ex], 96)
+    with torch.no_grad():
+        plain = model.embed(b.input_ids, b.scenes)
+        nearest.add_direct_position(model, 0.5)
+        moved = model.embed(b.input_ids, b.scenes)
+    changed = (moved - plain).abs().sum(-1)[0] > 0
+    ids = b.input_ids[0]
+    assert changed.tolist() == (model.obj_lookup[ids] >= 0).tolist()  # every <OBJm> token, nothing else
+    centre = torch.as_tensor(np.asarray(ex.scene.centers)[np.asarray(ex.scene.instance) == a][0, :2])[None]
+    t = int((model.obj_lookup[ids] == a).nonzero()[0])
+    with torch.no_grad():
+        assert torch.allclose(moved[0, t] - plain[0, t], 0.5 * model.pe.fourier(centre.float())[0], atol=1e-5)
+
+
+def test_a_short_run_prints_rows_with_accuracy_chance_and_their_ratio(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    out = nearest.main(["--checkpoint", str(checkpoint), "--objects", "2-4", "--steps", "4", "--batch", "2",
+                        "--eval-every", "2", "--eval-items", "6", "--fourier-init", "1", "--json",
+                        str(tmp_path / "n.json")])
+    rows = out["rows"]
+    assert [r["step"] for r in rows] == [2, 4] and (tmp_path / "n.json").exists()
+    for r in rows:
+        assert 0.0 <= r["nearest"] <= r["in_scene"] + 1e-9 <= 1.0 + 1e-9
+        assert r["chance"] == pytest.approx(1 / 3) and r["ratio"] == pytest.approx(r["nearest"] * 3)
+        assert np.isfinite(r["loss"])
+    assert "nearest" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="bundle.json"):
+        nearest.main(["--checkpoint", str(tmp_path / "missing")])
