@@ -14,10 +14,13 @@ that object, next to chance (1 / (n - 1)) and their ratio, and the share that na
 
 Knobs for the hypotheses tried so far: ``--objects lo-hi`` grows the layouts from lo to hi objects over the
 first 60% of the steps (a scene-size warm-up); ``--answer`` the answer template (``{a}`` the asked identifier,
-``{b}`` the nearest; default the curriculum's ``closest_to``); ``--fourier-init N`` sets F(x, y)'s zero-initialised
-output layer to random weights scaled so F varies by norm N across the room (the stage-1 identifier and category
+``{b}`` the nearest; default the curriculum's ``closest_to``); ``--fourier-sigma S`` rescales F's random
+frequencies to std S cycles/m (the init's 0.5 gives a kernel that has decayed within ~1 m); ``--fourier-init N``
+sets F(x, y)'s zero-initialised output layer to random weights scaled so F varies by norm N across the room (the stage-1 identifier and category
 rows have norm ~2.2); ``--direct S`` adds S x F(x, y) of object m's centre to every ``<OBJm>`` text token, so the
-asked identifier carries its position without a lookup hop.
+asked identifier carries its position without a lookup hop; ``--attn-aux W`` adds W x an attention-supervision
+loss (training only): -log of the attention that head ``--attn-head`` of layer ``--attn-layer`` pays, at the
+position predicting the nearest object, to that object's proxy (eager attention, read with a forward hook).
 """
 
 from __future__ import annotations
@@ -119,6 +122,31 @@ def accuracy(model, codec: TextCodec, items: list[tuple[Example, int, int]]) -> 
     return hit / len(items), present / len(items)
 
 
+class AttentionProbe:
+    """The attention probabilities (B, H, L, L) of one language layer at the last forward (eager attention)."""
+
+    def __init__(self, model, layer: int) -> None:
+        layers = model.vlm.model.language_model.layers
+        if not 0 <= layer < len(layers):
+            raise SystemExit(f"--attn-layer {layer}: the model has layers 0..{len(layers) - 1}")
+        for cfg in (model.vlm.config, model.vlm.config.text_config):
+            cfg._attn_implementation = "eager"  # sdpa returns no probabilities
+        self.weights: torch.Tensor | None = None
+        layers[layer].self_attn.register_forward_hook(self._keep)
+
+    def _keep(self, module, args, out) -> None:
+        self.weights = out[1]
+
+    def loss(self, batch, items: list[tuple[Example, int, int]], head: int, obj_ids: torch.Tensor) -> torch.Tensor:
+        """Mean -log attention from each row's nearest-predicting position to the nearest object's proxy."""
+        terms = []
+        for row, (ex, _, b) in enumerate(items):
+            t = int((batch.labels[row] == obj_ids[b]).nonzero().flatten()[-1]) - 1
+            proxy = int(np.flatnonzero(np.asarray(ex.scene.instance) == b)[0])  # proxies open the sequence
+            terms.append(-torch.log(self.weights[row, head, t, proxy] + 1e-9))
+        return torch.stack(terms).mean()
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
@@ -130,7 +158,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--answer", default=None, help="answer template with {a} and {b} (default: the curriculum's)")
     ap.add_argument("--fourier-init", type=float, default=0.0, help="norm of a random F(x, y) at the start (0: keep)")
+    ap.add_argument("--fourier-sigma", type=float, default=0.0,
+                    help="rescale F's frequencies B to this std in cycles/m (0: keep; the default init is 0.5)")
     ap.add_argument("--direct", type=float, default=0.0, help="add this x F(x, y) of object m to <OBJm> text tokens")
+    ap.add_argument("--attn-aux", type=float, default=0.0, help="weight of the attention-supervision loss (0: off)")
+    ap.add_argument("--attn-layer", type=int, default=1, help="layer whose head --attn-aux supervises")
+    ap.add_argument("--attn-head", type=int, default=0, help="head --attn-aux supervises")
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--eval-items", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
@@ -150,22 +183,31 @@ def main(argv: list[str] | None = None) -> dict:
     codec = TextCodec(tok, tt.proxy_token_id(tok))
     for p in model.pe.fourier.parameters():
         p.requires_grad_(True)
+    if a.fourier_sigma:
+        with torch.no_grad():
+            model.pe.fourier.B.mul_(a.fourier_sigma / model.pe.fourier.B.std())
     if a.fourier_init:
         init_fourier(model, a.fourier_init, a.seed + 1)
     if a.direct:
         add_direct_position(model, a.direct)
+    probe = AttentionProbe(model, a.attn_layer) if a.attn_aux else None
+    obj_ids = torch.tensor(model.obj_token_ids)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=a.lr, weight_decay=0.0)
     val_rng = np.random.default_rng(a.seed + 10_000)
     val = [layout(val_rng, hi, a.answer) for _ in range(a.eval_items)]
-    rng, rows, losses, t0 = np.random.default_rng(a.seed), [], [], time.perf_counter()
-    print(f"{'step':>5} {'objects':>7} {'loss':>6} {'nearest':>7} {'chance':>6} {'ratio':>5} {'in scene':>8} {'s':>5}")
+    rng, rows, losses, auxes, t0 = np.random.default_rng(a.seed), [], [], [], time.perf_counter()
+    print(f"{'step':>5} {'objects':>7} {'loss':>6} {'nearest':>7} {'chance':>6} {'ratio':>5} {'in scene':>8} {'attn aux':>8} {'s':>5}")
     model.train()
     for step in range(a.steps):
         n = objects_at(step, a.steps, lo, hi)
-        batch = codec.collate([layout(rng, n, a.answer)[0] for _ in range(a.batch)], 96)
+        items = [layout(rng, n, a.answer) for _ in range(a.batch)]
+        batch = codec.collate([e for e, _, _ in items], 96)
         loss = model(batch.input_ids, batch.attention_mask, batch.labels, batch.scenes)
+        aux = probe.loss(batch, items, a.attn_head, obj_ids) if probe else torch.zeros(())
+        auxes.append(float(aux.detach()))
+        total = loss + a.attn_aux * aux
         opt.zero_grad()
-        loss.backward()
+        total.backward()
         opt.step()
         losses.append(float(loss.detach()))
         if (step + 1) % a.eval_every == 0 or step + 1 == a.steps:
@@ -175,10 +217,11 @@ def main(argv: list[str] | None = None) -> dict:
             chance = 1.0 / (hi - 1)
             rows.append({"step": step + 1, "objects": n, "loss": float(np.mean(losses[-a.eval_every:])),
                          "nearest": acc, "chance": chance, "ratio": acc / chance, "in_scene": present,
+                         "attn_aux": float(np.mean(auxes[-a.eval_every:])),
                          "seconds": time.perf_counter() - t0})
             r = rows[-1]
             print(f"{r['step']:>5} {n:>7} {r['loss']:>6.3f} {acc:>7.3f} {chance:>6.3f} {r['ratio']:>5.2f} "
-                  f"{present:>8.2f} {r['seconds']:>5.0f}", flush=True)
+                  f"{present:>8.2f} {r['attn_aux']:>8.3f} {r['seconds']:>5.0f}", flush=True)
     out = {"args": {k: str(v) for k, v in vars(a).items()}, "rows": rows}
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))

@@ -76,14 +76,38 @@ def test_direct_adds_the_objects_floor_position_to_its_identifier_tokens_only(ch
 
 def test_a_short_run_prints_rows_with_accuracy_chance_and_their_ratio(checkpoint: Path, tmp_path: Path, capsys) -> None:
     out = nearest.main(["--checkpoint", str(checkpoint), "--objects", "2-4", "--steps", "4", "--batch", "2",
-                        "--eval-every", "2", "--eval-items", "6", "--fourier-init", "1", "--json",
+                        "--eval-every", "2", "--eval-items", "6", "--fourier-init", "1", "--attn-aux", "1",
+                        "--fourier-sigma", "0.2", "--json",
                         str(tmp_path / "n.json")])
     rows = out["rows"]
     assert [r["step"] for r in rows] == [2, 4] and (tmp_path / "n.json").exists()
     for r in rows:
         assert 0.0 <= r["nearest"] <= r["in_scene"] + 1e-9 <= 1.0 + 1e-9
         assert r["chance"] == pytest.approx(1 / 3) and r["ratio"] == pytest.approx(r["nearest"] * 3)
-        assert np.isfinite(r["loss"])
+        assert np.isfinite(r["loss"]) and r["attn_aux"] > 0.0  # -log of a probability below 1
     assert "nearest" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="bundle.json"):
         nearest.main(["--checkpoint", str(tmp_path / "missing")])
+
+
+def test_attention_supervision_reads_the_probability_paid_to_the_nearest_proxy(checkpoint: Path) -> None:
+    from proxy3d.model.build import load_model_dir
+    from proxy3d.model.inputs import TextCodec
+
+    model, tok, _ = load_model_dir(checkpoint)
+    probe = nearest.AttentionProbe(model, 1)
+    items = [nearest.layout(np.random.default_rng(s), 5, None) for s in range(3)]
+    batch = TextCodec(tok, tt.proxy_token_id(tok)).collate([e for e, _, _ in items], 96)
+    obj_ids = torch.tensor(model.obj_token_ids)
+    with torch.no_grad():
+        model.logits(batch.input_ids, batch.attention_mask, batch.scenes)
+        loss = probe.loss(batch, items, 2, obj_ids)
+    w = probe.weights
+    assert w.shape[:2] == (3, model.vlm.config.text_config.num_attention_heads)
+    ex, _, b = items[0]
+    t = int((batch.labels[0] == obj_ids[b]).nonzero()[-1]) - 1
+    assert float(w[0, 2, t].sum()) == pytest.approx(1.0, abs=1e-4)  # probabilities over the keys, not scores
+    proxy = int(np.flatnonzero(np.asarray(ex.scene.instance) == b)[0])
+    assert 0.0 < float(w[0, 2, t, proxy]) < 1.0 and float(loss) > 0.0
+    with pytest.raises(SystemExit, match="--attn-layer"):
+        nearest.AttentionProbe(model, 99)
