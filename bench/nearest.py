@@ -26,7 +26,6 @@ position predicting the nearest object, to that object's proxy (eager attention,
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from proxy3d.io import write_json  # noqa: E402
 from proxy3d.model import text_tokenizer as tt  # noqa: E402
 from proxy3d.model.build import load_model_dir  # noqa: E402
 from proxy3d.model.inputs import Example, SceneInput, TextCodec  # noqa: E402
@@ -97,25 +97,32 @@ def add_direct_position(model, scale: float) -> None:
         idx = model.obj_lookup.to(input_ids.device)[input_ids]
         add = torch.zeros_like(emb)
         for row, scene in enumerate(scenes):
-            for t in (idx[row] >= 0).nonzero().flatten().tolist():
-                here = np.asarray(scene.instance) == int(idx[row, t])
-                if here.any():
-                    c = torch.as_tensor(np.asarray(scene.centers)[here].mean(0)[None, :2], dtype=torch.float32)
-                    add[row, t] = scale * model.pe.fourier(c.to(emb.device))[0].to(emb.dtype)
+            inst, centers = np.asarray(scene.instance), np.asarray(scene.centers)
+            tokens = [t for t in (idx[row] >= 0).nonzero().flatten().tolist() if (inst == int(idx[row, t])).any()]
+            if tokens:  # one F(x, y) call per row: the mean centre of each token's object
+                xy = np.stack([centers[inst == int(idx[row, t]), :2].mean(0) for t in tokens])
+                f = model.pe.fourier(torch.as_tensor(xy, dtype=torch.float32, device=emb.device))
+                add[row, tokens] = scale * f.to(emb.dtype)
         return emb + add
 
     model.embed = embed
 
 
+def answer_position(batch, row: int, obj_ids: torch.Tensor, b: int) -> int:
+    """Index of the token of ``batch`` row ``row`` whose next-token prediction is the nearest object ``<OBJb>``."""
+    return int((batch.labels[row] == obj_ids[b]).nonzero().flatten()[-1]) - 1
+
+
 @torch.no_grad()
-def accuracy(model, codec: TextCodec, items: list[tuple[Example, int, int]]) -> tuple[float, float]:
-    """(share naming the nearest object, share naming any object of the scene) at the position predicting it."""
-    obj_ids = torch.tensor(model.obj_token_ids)
+def accuracy(model, codec: TextCodec, items: list[tuple[Example, int, int]],
+             obj_ids: torch.Tensor) -> tuple[float, float]:
+    """(share naming the nearest object, share naming any object of the scene) at the position predicting it;
+    obj_ids: the token ids of ``<OBJ000>`` ... in identifier order."""
     batch = codec.collate([e for e, _, _ in items], 96)
     logits = model.logits(batch.input_ids, batch.attention_mask, batch.scenes)
     hit = present = 0
     for row, (ex, _, b) in enumerate(items):
-        t = int((batch.labels[row] == obj_ids[b]).nonzero().flatten()[-1]) - 1
+        t = answer_position(batch, row, obj_ids, b)
         pred = int(logits[row, t, obj_ids].argmax())
         hit += pred == b
         present += pred in set(np.asarray(ex.scene.instance).tolist())
@@ -141,7 +148,7 @@ class AttentionProbe:
         """Mean -log attention from each row's nearest-predicting position to the nearest object's proxy."""
         terms = []
         for row, (ex, _, b) in enumerate(items):
-            t = int((batch.labels[row] == obj_ids[b]).nonzero().flatten()[-1]) - 1
+            t = answer_position(batch, row, obj_ids, b)
             proxy = int(np.flatnonzero(np.asarray(ex.scene.instance) == b)[0])  # proxies open the sequence
             terms.append(-torch.log(self.weights[row, head, t, proxy] + 1e-9))
         return torch.stack(terms).mean()
@@ -212,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
         losses.append(float(loss.detach()))
         if (step + 1) % a.eval_every == 0 or step + 1 == a.steps:
             model.eval()
-            acc, present = accuracy(model, codec, val)
+            acc, present = accuracy(model, codec, val, obj_ids)
             model.train()
             chance = 1.0 / (hi - 1)
             rows.append({"step": step + 1, "objects": n, "loss": float(np.mean(losses[-a.eval_every:])),
@@ -224,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{present:>8.2f} {r['attn_aux']:>8.3f} {r['seconds']:>5.0f}", flush=True)
     out = {"args": {k: str(v) for k, v in vars(a).items()}, "rows": rows}
     if a.json:
-        a.json.write_text(json.dumps(out, indent=1))
+        write_json(a.json, out, indent=1)
     return out
 
 
