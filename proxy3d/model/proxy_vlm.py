@@ -173,13 +173,15 @@ class Proxy3DModel(nn.Module):
         text = attention_mask.long() * (input_ids != self.proxy_token_id).long()
         return text.cumsum(-1)
 
+    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, scenes: Sequence[SceneInput]) -> torch.Tensor:
+        """(B, L, D) last hidden states; ``position_ids`` always passed (no stale ``rope_deltas``)."""
+        return self.vlm.model(inputs_embeds=self.embed(input_ids, scenes), attention_mask=attention_mask,
+                              position_ids=self.position_ids(input_ids, attention_mask),
+                              use_cache=False).last_hidden_state
+
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, scenes: Sequence[SceneInput]) -> torch.Tensor:
-        """(B, L, V) next-token logits; ``position_ids`` always passed (no stale ``rope_deltas``)."""
-        emb = self.embed(input_ids, scenes)
-        hidden = self.vlm.model(inputs_embeds=emb, attention_mask=attention_mask,
-                                position_ids=self.position_ids(input_ids, attention_mask),
-                                use_cache=False).last_hidden_state
-        return F.linear(hidden, self.output_weight())
+        """(B, L, V) next-token logits."""
+        return F.linear(self.hidden(input_ids, attention_mask, scenes), self.output_weight())
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
                 scenes: Sequence[SceneInput]) -> torch.Tensor:
