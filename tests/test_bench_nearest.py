@@ -111,3 +111,45 @@ def test_attention_supervision_reads_the_probability_paid_to_the_nearest_proxy(c
     assert 0.0 < float(w[0, 2, t, proxy]) < 1.0 and float(loss) > 0.0
     with pytest.raises(SystemExit, match="--attn-layer"):
         nearest.AttentionProbe(model, 99)
+
+
+def test_pointer_scores_each_scene_object_at_its_identifier_and_nothing_else(checkpoint: Path) -> None:
+    from proxy3d.model.build import load_model_dir
+    from proxy3d.model.inputs import SceneInput, TextCodec
+
+    model, tok, _ = load_model_dir(checkpoint)
+    ptr = nearest.Pointer(model.dim)
+    # object 7 has two proxies: its column takes the better of the two scores
+    scene = SceneInput.from_objects(np.array([7, 7, 3]), np.array([1, 1, 2]), np.array([[0, 0, 0], [1, 0, 0], [3, 3, 1.0]]))
+    batch = TextCodec(tok, tt.proxy_token_id(tok)).collate([nearest.Example(scene, [("Which?", "<OBJ003>")])], 96)
+    obj_ids = torch.tensor(model.obj_token_ids)
+    with torch.no_grad():
+        hidden = model.hidden(batch.input_ids, batch.attention_mask, batch.scenes)
+        mask = batch.input_ids == model.proxy_token_id
+        s = ptr.scores(hidden, mask, 0)
+        got = ptr.object_logits(hidden, mask, batch.scenes, len(obj_ids))[0]
+        plain = torch.nn.functional.linear(hidden, model.output_weight())
+        joined, _ = nearest.forward(model, ptr, True, batch, obj_ids)
+    assert s.shape == (batch.input_ids.shape[1], 3)
+    assert torch.allclose(got[:, 7], s[:, :2].max(1).values) and torch.allclose(got[:, 3], s[:, 2])
+    others = [i for i in range(len(obj_ids)) if i not in (3, 7)]
+    assert bool((got[:, others] == 0).all())
+    diff = (joined - plain)[0]
+    assert torch.allclose(diff[:, obj_ids], got, atol=1e-5)  # only the identifier columns moved
+    rest = torch.ones(diff.shape[-1], dtype=torch.bool)
+    rest[obj_ids] = False
+    assert float(diff[:, rest].abs().max()) == 0.0
+
+
+def test_pointer_runs_from_a_fresh_model_report_the_pointers_accuracy(checkpoint: Path) -> None:
+    out = nearest.main(["--checkpoint", str(checkpoint), "--fresh", "--symbols", "none", "--objects", "3",
+                        "--steps", "2", "--batch", "2", "--eval-every", "2", "--eval-items", "4", "--pointer", "1", "--pointer-lr", "1e-3",
+                        "--pointer-logits"])
+    r = out["rows"][-1]
+    assert 0.0 <= r["pointer"] <= 1.0 and np.isfinite(r["loss"])
+    assert np.isnan(nearest.main(["--checkpoint", str(checkpoint), "--steps", "1", "--batch", "1",
+                                  "--eval-items", "2"])["rows"][-1]["pointer"])  # no pointer, nothing to report
+    with pytest.raises(SystemExit, match="--freeze trains the pointer head alone"):
+        nearest.main(["--checkpoint", str(checkpoint), "--freeze", "all"])
+    with pytest.raises(SystemExit, match="--symbols"):
+        nearest.main(["--checkpoint", str(checkpoint), "--fresh", "--symbols", str(checkpoint / "nowhere")])
