@@ -46,7 +46,7 @@ from proxy3d.config import ModelParams  # noqa: E402
 from proxy3d.io import write_json  # noqa: E402
 from proxy3d.model import text_tokenizer as tt  # noqa: E402
 from proxy3d.model.build import create_model, load_model_dir  # noqa: E402
-from proxy3d.model.inputs import Example, SceneInput, TextCodec  # noqa: E402
+from proxy3d.model.inputs import IGNORE, Example, SceneInput, TextCodec  # noqa: E402
 from proxy3d.train.data import closest_to, nearest_other  # noqa: E402
 from proxy3d.vocab import NUM_IDENTIFIERS  # noqa: E402
 from proxy3d.vocab import identifier_token as obj  # noqa: E402
@@ -165,7 +165,8 @@ def forward(model, pointer: Pointer | None, logits_mode: bool, batch, obj_ids: t
 
 
 def text_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+    """Mean next-token NLL over the answer tokens, as ``Proxy3DModel.forward`` computes it."""
+    return F.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE)
 
 
 def pointer_loss(pointer: Pointer, hidden: torch.Tensor, batch, items, obj_ids: torch.Tensor, model):
@@ -290,8 +291,10 @@ def main(argv: list[str] | None = None) -> dict:
     pointer = Pointer(model.dim) if a.pointer or a.pointer_logits else None
     if a.freeze and pointer is None:
         raise SystemExit("--freeze trains the pointer head alone: add --pointer W or --pointer-logits")
-    trained = [p for n, p in model.named_parameters() if p.requires_grad and not (
-        a.freeze == "all" or (a.freeze == "lm" and n.startswith("vlm.")))]
+    for n, p in model.named_parameters():  # frozen parts get no gradient at all (not just no update)
+        if a.freeze == "all" or (a.freeze == "lm" and n.startswith("vlm.")):
+            p.requires_grad_(False)
+    trained = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": trained, "lr": a.lr}] if trained else []
     if pointer is not None:
         groups.append({"params": list(pointer.parameters()), "lr": a.pointer_lr or a.lr})
