@@ -42,11 +42,10 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from proxy3d.config import ModelParams  # noqa: E402
 from proxy3d.io import write_json  # noqa: E402
 from proxy3d.model import text_tokenizer as tt  # noqa: E402
-from proxy3d.model.build import create_model, load_model_dir  # noqa: E402
-from proxy3d.model.inputs import IGNORE, Example, SceneInput, TextCodec  # noqa: E402
+from proxy3d.model.build import create_model, load_model_dir, model_params  # noqa: E402
+from proxy3d.model.inputs import Example, SceneInput, TextCodec  # noqa: E402
 from proxy3d.train.data import closest_to, nearest_other  # noqa: E402
 from proxy3d.vocab import NUM_IDENTIFIERS  # noqa: E402
 from proxy3d.vocab import identifier_token as obj  # noqa: E402
@@ -115,6 +114,11 @@ def add_direct_position(model, scale: float) -> None:
     model.embed = embed
 
 
+def first_proxy(ex: Example, b: int) -> int:
+    """Index among ``ex``'s proxies (in scene order, as they open the sequence) of object ``b``'s first one."""
+    return int(np.flatnonzero(np.asarray(ex.scene.instance) == b)[0])
+
+
 def answer_position(batch, row: int, obj_ids: torch.Tensor, b: int) -> int:
     """Index of the token of ``batch`` row ``row`` whose next-token prediction is the nearest object ``<OBJb>``."""
     return int((batch.labels[row] == obj_ids[b]).nonzero().flatten()[-1]) - 1
@@ -164,11 +168,6 @@ def forward(model, pointer: Pointer | None, logits_mode: bool, batch, obj_ids: t
     return logits, hidden
 
 
-def text_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token NLL over the answer tokens, as ``Proxy3DModel.forward`` computes it."""
-    return F.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE)
-
-
 def pointer_loss(pointer: Pointer, hidden: torch.Tensor, batch, items, obj_ids: torch.Tensor, model):
     """Cross-entropy of the nearest object's proxy among the row's proxies at the answer position; and the hits."""
     mask = batch.input_ids == model.proxy_token_id
@@ -176,7 +175,7 @@ def pointer_loss(pointer: Pointer, hidden: torch.Tensor, batch, items, obj_ids: 
     for row, (ex, _, b) in enumerate(items):
         t = answer_position(batch, row, obj_ids, b)
         s = pointer.scores(hidden, mask, row)[t]
-        target = int(np.flatnonzero(np.asarray(ex.scene.instance) == b)[0])
+        target = first_proxy(ex, b)
         terms.append(F.cross_entropy(s[None].float(), torch.tensor([target])))
         hits += int(s.argmax()) == target
     return torch.stack(terms).mean(), hits / len(items)
@@ -219,7 +218,7 @@ class AttentionProbe:
         terms = []
         for row, (ex, _, b) in enumerate(items):
             t = answer_position(batch, row, obj_ids, b)
-            proxy = int(np.flatnonzero(np.asarray(ex.scene.instance) == b)[0])  # proxies open the sequence
+            proxy = first_proxy(ex, b)  # proxies open the sequence: its index in the keys too
             terms.append(-torch.log(self.weights[row, head, t, proxy] + 1e-9))
         return torch.stack(terms).mean()
 
@@ -274,8 +273,7 @@ def main(argv: list[str] | None = None) -> dict:
         if symbols is not None and not (symbols / "identifiers").is_dir():
             raise SystemExit(f"--symbols {a.symbols}: no identifiers/ folder; run `dvc repro symbols` or pass "
                              "--symbols none")
-        mp = ModelParams(**{k: v for k, v in meta["model"].items() if k in ModelParams.__dataclass_fields__})
-        model = create_model(mp, tok, symbols)
+        model = create_model(model_params(meta), tok, symbols)
     codec = TextCodec(tok, tt.proxy_token_id(tok))
     for p in model.pe.fourier.parameters():
         p.requires_grad_(True)
@@ -309,7 +307,7 @@ def main(argv: list[str] | None = None) -> dict:
         items = [layout(rng, n, a.answer) for _ in range(a.batch)]
         batch = codec.collate([e for e, _, _ in items], 96)
         logits, hidden = forward(model, pointer, a.pointer_logits, batch, obj_ids)
-        loss = text_loss(logits, batch.labels)
+        loss = model.answer_loss(logits, batch.labels)
         aux = probe.loss(batch, items, a.attn_head, obj_ids) if probe else torch.zeros(())
         auxes.append(float(aux.detach()))
         total = loss + a.attn_aux * aux

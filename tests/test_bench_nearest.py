@@ -143,8 +143,8 @@ def test_pointer_scores_each_scene_object_at_its_identifier_and_nothing_else(che
 
 def test_pointer_runs_from_a_fresh_model_report_the_pointers_accuracy(checkpoint: Path) -> None:
     out = nearest.main(["--checkpoint", str(checkpoint), "--fresh", "--symbols", "none", "--objects", "3",
-                        "--steps", "2", "--batch", "2", "--eval-every", "2", "--eval-items", "4", "--pointer", "1", "--pointer-lr", "1e-3",
-                        "--pointer-logits"])
+                        "--steps", "2", "--batch", "2", "--eval-every", "2", "--eval-items", "4", "--pointer", "1",
+                        "--pointer-lr", "1e-3", "--pointer-logits"])
     r = out["rows"][-1]
     assert 0.0 <= r["pointer"] <= 1.0 and np.isfinite(r["loss"])
     assert np.isnan(nearest.main(["--checkpoint", str(checkpoint), "--steps", "1", "--batch", "1",

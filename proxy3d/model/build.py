@@ -73,6 +73,11 @@ def save_model_dir(model: Proxy3DModel, tok: Any, out_dir: Path, meta: dict[str,
     return out_dir
 
 
+def model_params(meta: dict[str, Any]) -> ModelParams:
+    """The ``ModelParams`` a checkpoint's ``bundle.json`` was trained with (keys this version lacks are dropped)."""
+    return ModelParams(**{k: v for k, v in meta["model"].items() if k in ModelParams.__dataclass_fields__})
+
+
 def load_model_dir(ckpt_dir: Path, device: str | torch.device = "cpu",
                    dtype: torch.dtype | None = None) -> tuple[Proxy3DModel, Any, dict[str, Any]]:
     """(model, tokenizer, bundle meta) from a folder written by :func:`save_model_dir`."""
@@ -84,7 +89,7 @@ def load_model_dir(ckpt_dir: Path, device: str | torch.device = "cpu",
                                 "that writes it (proxy3d train --stage N)")
     meta = json.loads((ckpt_dir / "bundle.json").read_text())
     tok = tt.load(ckpt_dir / "tokenizer")
-    mp = ModelParams(**{k: v for k, v in meta["model"].items() if k in ModelParams.__dataclass_fields__})
+    mp = model_params(meta)
     vlm = build_vlm(mp.preset, len(tok), meta["proxy_token_id"], tok.eos_token_id, tok.pad_token_id,
                     checkpoint=str(ckpt_dir / "vlm"), dtype=dtype)
     model = Proxy3DModel(vlm, meta["proxy_token_id"], meta["obj_token_ids"], int(meta["feature_dim"]),

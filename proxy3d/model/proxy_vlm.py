@@ -186,7 +186,12 @@ class Proxy3DModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
                 scenes: Sequence[SceneInput]) -> torch.Tensor:
         """Mean NLL over answer tokens (labels != -100), shifted for next-token prediction."""
-        logits = self.logits(input_ids, attention_mask, scenes)[:, :-1].float()
+        return self.answer_loss(self.logits(input_ids, attention_mask, scenes), labels)
+
+    @staticmethod
+    def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean next-token NLL of (B, L, V) ``logits`` over the answer tokens of (B, L) ``labels``."""
+        logits = logits[:, :-1].float()
         target = labels[:, 1:]
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE)
 
