@@ -18,13 +18,14 @@ first 60% of the steps (a scene-size warm-up); ``--answer`` the answer template 
 frequencies to std S cycles/m (the init's 0.5 gives a kernel that has decayed within ~1 m); ``--fourier-init N``
 sets F(x, y)'s zero-initialised output layer to random weights scaled so F varies by norm N across the room (the stage-1 identifier and category
 rows have norm ~2.2); ``--direct S`` adds S x F(x, y) of object m's centre to every ``<OBJm>`` text token, so the
-asked identifier carries its position without a lookup hop; ``--attn-aux W`` adds W x an attention-supervision
+asked identifier carries its position without a lookup hop (the model's ``direct_position``; 0 unless given); ``--attn-aux W`` adds W x an attention-supervision
 loss (training only): -log of the attention that head ``--attn-head`` of layer ``--attn-layer`` pays, at the
 position predicting the nearest object, to that object's proxy (eager attention, read with a forward hook);
-``--pointer W`` adds W x the cross-entropy of a pointer head (a bilinear score of every proxy from the last hidden
-state, see :class:`Pointer`) at that position, and ``--pointer-logits`` adds the pointer's scores to the
-identifier logits instead (a pointer-generator output; the column ``pointer`` is the head's own accuracy over the
-scene's proxies); ``--freeze all`` trains that head alone on the fixed model, ``--freeze lm`` the head, the
+``--pointer W`` adds W x the cross-entropy of the model's pointer head (``proxy3d.model.pointer``, a bilinear score
+of every proxy from the last hidden state, created at the identity) at that position, and ``--pointer-logits`` adds
+the pointer's scores to the identifier logits instead (the model's pointer-generator output, what stage 2's pointer
+phase trains; the column ``pointer`` is the head's own accuracy over the scene's proxies); ``--freeze all`` trains
+that head alone on the fixed model, ``--freeze lm`` the head, the
 position encoding and the reference modules; ``--fresh`` starts from a random-init model of the checkpoint's preset.
 """
 
@@ -82,38 +83,6 @@ def layout(rng: np.random.Generator, n: int, answer: str | None) -> tuple[Exampl
     return Example(SceneInput.from_objects(ids, cats, centers), [(prompt, text)]), a, b
 
 
-def init_fourier(model, norm: float, seed: int) -> None:
-    """F(x, y)'s output layer to random weights scaled so F(p) - mean F varies by ``norm`` over the room."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        w = model.pe.fourier.mlp[2].weight
-        w.copy_(torch.randn(w.shape, generator=g))
-        f = model.pe.fourier(torch.rand(256, 2, generator=g) * ROOM)
-        w.mul_(norm / (f - f.mean(0)).norm(dim=1).mean().clamp_min(1e-9))
-
-
-def add_direct_position(model, scale: float) -> None:
-    """Wrap ``model.embed`` so each ``<OBJm>`` text token also carries ``scale`` x F(x, y) of object m's centre."""
-    plain = model.embed
-
-    def embed(input_ids: torch.Tensor, scenes):
-        emb = plain(input_ids, scenes)
-        if len(scenes) != input_ids.shape[0]:  # generation steps feed one token without its scene
-            return emb
-        idx = model.obj_lookup.to(input_ids.device)[input_ids]
-        add = torch.zeros_like(emb)
-        for row, scene in enumerate(scenes):
-            inst, centers = np.asarray(scene.instance), np.asarray(scene.centers)
-            tokens = [t for t in (idx[row] >= 0).nonzero().flatten().tolist() if (inst == int(idx[row, t])).any()]
-            if tokens:  # one F(x, y) call per row: the mean centre of each token's object
-                xy = np.stack([centers[inst == int(idx[row, t]), :2].mean(0) for t in tokens])
-                f = model.pe.fourier(torch.as_tensor(xy, dtype=torch.float32, device=emb.device))
-                add[row, tokens] = scale * f.to(emb.dtype)
-        return emb + add
-
-    model.embed = embed
-
-
 def first_proxy(ex: Example, b: int) -> int:
     """Index among ``ex``'s proxies (in scene order, as they open the sequence) of object ``b``'s first one."""
     return int(np.flatnonzero(np.asarray(ex.scene.instance) == b)[0])
@@ -124,57 +93,14 @@ def answer_position(batch, row: int, obj_ids: torch.Tensor, b: int) -> int:
     return int((batch.labels[row] == obj_ids[b]).nonzero().flatten()[-1]) - 1
 
 
-class Pointer(torch.nn.Module):
-    """Scores every proxy of a row's scene from the last hidden state at each position,
-    (W_q h_t) . (W_k h_p) / sqrt(D), W_q and W_k starting at the identity (a pointer network's attention).
-
-    ``--pointer W`` trains it with W x the cross-entropy of the nearest object's proxy at the answer position
-    (an auxiliary loss: the text answer still goes through the LM head); ``--pointer-logits`` adds each scene
-    object's best proxy score to its ``<OBJm>`` logit at every position (a pointer-generator output), so the text
-    loss itself trains it."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.q, self.k = torch.nn.Linear(dim, dim), torch.nn.Linear(dim, dim)
-        with torch.no_grad():
-            self.q.weight.copy_(torch.eye(dim))
-            self.k.weight.copy_(torch.eye(dim))
-            self.q.bias.zero_()
-            self.k.bias.zero_()
-
-    def scores(self, hidden: torch.Tensor, proxy_mask: torch.Tensor, row: int) -> torch.Tensor:
-        """(L, K) scores of row ``row``'s K proxies (in scene order) from each of its L positions."""
-        h = hidden[row]
-        return self.q(h) @ self.k(h[proxy_mask[row]]).T / h.shape[-1] ** 0.5
-
-    def object_logits(self, hidden: torch.Tensor, proxy_mask: torch.Tensor, scenes, num_ids: int) -> torch.Tensor:
-        """(B, L, num_ids): each scene object's best proxy score at every position, 0 for absent identifiers."""
-        out = hidden.new_zeros(hidden.shape[0], hidden.shape[1], num_ids)
-        for row, scene in enumerate(scenes):
-            s = self.scores(hidden, proxy_mask, row)
-            inst = torch.as_tensor(np.asarray(scene.instance), device=s.device)
-            best = s.new_full((s.shape[0], num_ids), float("-inf")).scatter_reduce(1, inst.expand_as(s), s, "amax")
-            out[row] = torch.where(torch.isinf(best), torch.zeros_like(best), best)
-        return out
-
-
-def forward(model, pointer: Pointer | None, logits_mode: bool, batch, obj_ids: torch.Tensor):
-    """(B, L, V) logits and (B, L, D) hidden states; with ``logits_mode`` the pointer scores join the identifier logits."""
-    hidden = model.hidden(batch.input_ids, batch.attention_mask, batch.scenes)
-    logits = F.linear(hidden, model.output_weight())
-    if logits_mode:
-        mask = batch.input_ids == model.proxy_token_id
-        logits = logits.index_add(2, obj_ids, pointer.object_logits(hidden, mask, batch.scenes, len(obj_ids)))
-    return logits, hidden
-
-
-def pointer_loss(pointer: Pointer, hidden: torch.Tensor, batch, items, obj_ids: torch.Tensor, model):
-    """Cross-entropy of the nearest object's proxy among the row's proxies at the answer position; and the hits."""
-    mask = batch.input_ids == model.proxy_token_id
+def pointer_loss(model, hidden: torch.Tensor, batch, items, obj_ids: torch.Tensor):
+    """Cross-entropy of the nearest object's proxy among the row's proxies at the answer position (scored by
+    ``model.pointer``, :mod:`proxy3d.model.pointer`); and the hits."""
+    keys = model.pointer.keys(hidden, batch.input_ids == model.proxy_token_id, batch.scenes)
     terms, hits = [], 0
     for row, (ex, _, b) in enumerate(items):
         t = answer_position(batch, row, obj_ids, b)
-        s = pointer.scores(hidden, mask, row)[t]
+        s = model.pointer.q(hidden[row, t]) @ keys[row][0].T / hidden.shape[-1] ** 0.5
         target = first_proxy(ex, b)
         terms.append(F.cross_entropy(s[None].float(), torch.tensor([target])))
         hits += int(s.argmax()) == target
@@ -182,19 +108,19 @@ def pointer_loss(pointer: Pointer, hidden: torch.Tensor, batch, items, obj_ids: 
 
 
 @torch.no_grad()
-def accuracy(model, codec: TextCodec, items: list[tuple[Example, int, int]], obj_ids: torch.Tensor,
-             pointer: Pointer | None = None, logits_mode: bool = False) -> tuple[float, float, float]:
+def accuracy(model, codec: TextCodec, items: list[tuple[Example, int, int]],
+             obj_ids: torch.Tensor) -> tuple[float, float, float]:
     """(share naming the nearest object, share naming any object of the scene, pointer's share) at the position
     predicting it; obj_ids: the token ids of ``<OBJ000>`` ... in identifier order."""
     batch = codec.collate([e for e, _, _ in items], 96)
-    logits, hidden = forward(model, pointer, logits_mode, batch, obj_ids)
+    logits, hidden = model.outputs(batch.input_ids, batch.attention_mask, batch.scenes)
     hit = present = 0
     for row, (ex, _, b) in enumerate(items):
         t = answer_position(batch, row, obj_ids, b)
         pred = int(logits[row, t, obj_ids].argmax())
         hit += pred == b
         present += pred in set(np.asarray(ex.scene.instance).tolist())
-    ptr = pointer_loss(pointer, hidden, batch, items, obj_ids, model)[1] if pointer is not None else float("nan")
+    ptr = pointer_loss(model, hidden, batch, items, obj_ids)[1] if model.pointer is not None else float("nan")
     return hit / len(items), present / len(items), ptr
 
 
@@ -277,22 +203,26 @@ def main(argv: list[str] | None = None) -> dict:
     codec = TextCodec(tok, tt.proxy_token_id(tok))
     for p in model.pe.fourier.parameters():
         p.requires_grad_(True)
-    if a.fourier_sigma:
-        with torch.no_grad():
-            model.pe.fourier.B.mul_(a.fourier_sigma / model.pe.fourier.B.std())
+    sigma = a.fourier_sigma or float(model.pe.fourier.B.std())
     if a.fourier_init:
-        init_fourier(model, a.fourier_init, a.seed + 1)
-    if a.direct:
-        add_direct_position(model, a.direct)
+        model.pe.fourier.reinit(sigma, a.fourier_init, torch.Generator().manual_seed(a.seed + 1), ROOM)
+    elif a.fourier_sigma:
+        with torch.no_grad():
+            model.pe.fourier.B.mul_(sigma / model.pe.fourier.B.std())
+    model.direct_position = a.direct
     probe = AttentionProbe(model, a.attn_layer) if a.attn_aux else None
     obj_ids = torch.tensor(model.obj_token_ids)
-    pointer = Pointer(model.dim) if a.pointer or a.pointer_logits else None
-    if a.freeze and pointer is None:
+    if a.freeze and not (a.pointer or a.pointer_logits):
         raise SystemExit("--freeze trains the pointer head alone: add --pointer W or --pointer-logits")
+    model.pointer = None  # a stage-2+ checkpoint's head: start from the identity like a stage-1 one
+    pointer = model.ensure_pointer() if a.pointer or a.pointer_logits else None
+    model.pointer_mode = "on" if a.pointer_logits else "off"
     for n, p in model.named_parameters():  # frozen parts get no gradient at all (not just no update)
+        if n.startswith("pointer."):
+            continue
         if a.freeze == "all" or (a.freeze == "lm" and n.startswith("vlm.")):
             p.requires_grad_(False)
-    trained = [p for p in model.parameters() if p.requires_grad]
+    trained = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("pointer.")]
     groups = [{"params": trained, "lr": a.lr}] if trained else []
     if pointer is not None:
         groups.append({"params": list(pointer.parameters()), "lr": a.pointer_lr or a.lr})
@@ -306,20 +236,20 @@ def main(argv: list[str] | None = None) -> dict:
         n = objects_at(step, a.steps, lo, hi)
         items = [layout(rng, n, a.answer) for _ in range(a.batch)]
         batch = codec.collate([e for e, _, _ in items], 96)
-        logits, hidden = forward(model, pointer, a.pointer_logits, batch, obj_ids)
+        logits, hidden = model.outputs(batch.input_ids, batch.attention_mask, batch.scenes)
         loss = model.answer_loss(logits, batch.labels)
         aux = probe.loss(batch, items, a.attn_head, obj_ids) if probe else torch.zeros(())
         auxes.append(float(aux.detach()))
         total = loss + a.attn_aux * aux
         if a.pointer:
-            total = total + a.pointer * pointer_loss(pointer, hidden, batch, items, obj_ids, model)[0]
+            total = total + a.pointer * pointer_loss(model, hidden, batch, items, obj_ids)[0]
         opt.zero_grad()
         total.backward()
         opt.step()
         losses.append(float(loss.detach()))
         if (step + 1) % a.eval_every == 0 or step + 1 == a.steps:
             model.eval()
-            acc, present, ptr = accuracy(model, codec, val, obj_ids, pointer, a.pointer_logits)
+            acc, present, ptr = accuracy(model, codec, val, obj_ids)
             model.train()
             chance = 1.0 / (hi - 1)
             rows.append({"step": step + 1, "objects": n, "loss": float(np.mean(losses[-a.eval_every:])),

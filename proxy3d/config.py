@@ -169,6 +169,9 @@ class ModelParams:
     embed_init_std: float = 0.1  # random init only: token embedding init std (the scale of the reference embeddings)
     label_text_tie: float = 1.0  # semantic reference += this x mean text embedding of the category name (0 = off)
     scene_query_bias: float = 12.0  # random init only: query bias toward the proxy marker, per head (0 = off)
+    # each <OBJm> text token += this x F(x, y) of object m's centre: the asked object's position on the token that
+    # predicts the answer (F is 0 in stage 1, so stage 1 is unchanged; with 0 the stage-2 pointer stayed at chance)
+    direct_position: float = 1.0
 
 
 @dataclass
@@ -200,6 +203,15 @@ class StageParams:
     max_objects: int = 40  # stage-1 scene-size warm-up grows from 1 to this many objects
     vocab_share: float = 0.0  # stage 1: share of objects given a random category of the whole vocabulary
     train_xy_pe: bool = True  # train the floor-plane Fourier PE term F(x, y); off = it stays 0 (zero-init)
+    # [sigma, norm]: at the stage's start F(x, y) gets random frequencies of std sigma cycles/m and a random output
+    # layer scaled so F varies by norm across a 6 m room ([0, 0] = keep F). The zero-init F and the init's 0.5
+    # cycles/m left the stage-2 pointer at chance; 0.05-0.2 cycles/m and norm 2 reached 2.3-3x (bench/nearest.py)
+    xy_pe_init: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    # stage 2: steps after `steps` that train only the pointer head (model.pointer, created at the identity) on
+    # nearest-object questions about the train scenes, moved as with `augment`, the rest of the model frozen and
+    # run without gradient; 0 = no pointer head. Trained with the whole model the head stayed at chance
+    pointer_steps: int = 0
+    pointer_lr: float = 3e-3  # constant lr of the pointer phase (no warmup or decay)
     simplified_share: float = 0.0  # stage 4: share of SpaceSpan items shown on a simplified scene (8 turns, cheap)
     # visual tokens of a simplified scene, drawn from [lo, hi]: each object's token repeated in proportion to its
     # surface area, as real proxies are (train.data.spread_scene); [0, 0] = one token per object
@@ -261,7 +273,8 @@ class Params:
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
     train_stage1: StageParams = field(default_factory=lambda: StageParams(steps=1200, lr=1e-3, batch_size=16, train_xy_pe=False))  # 2e-3: seed 1 stayed at 12% grounding
-    train_stage2: StageParams = field(default_factory=lambda: StageParams(steps=200, lr=1e-3))
+    train_stage2: StageParams = field(default_factory=lambda: StageParams(steps=400, lr=1e-3, xy_pe_init=[0.1, 2.0],
+                                                                          pointer_steps=400))
     train_stage3: StageParams = field(default_factory=lambda: StageParams(steps=100, lr=1e-3))
     train_stage4: StageParams = field(default_factory=lambda: StageParams(steps=100, lr=1e-3, batch_size=4, projector_lr_scale=0.1))
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)

@@ -1,4 +1,4 @@
-"""bench/nearest.py: fresh layouts with the right nearest object, the --direct position term, and a short run."""
+"""bench/nearest.py: fresh layouts with the right nearest object, short runs, attention supervision and the pointer."""
 
 from __future__ import annotations
 
@@ -53,31 +53,10 @@ def test_warmup_grows_the_layouts_and_bad_ranges_are_refused() -> None:
             nearest.object_range(bad)
 
 
-def test_direct_adds_the_objects_floor_position_to_its_identifier_tokens_only(checkpoint: Path) -> None:
-    from proxy3d.model.build import load_model_dir
-    from proxy3d.model.inputs import TextCodec
-
-    model, tok, _ = load_model_dir(checkpoint)
-    nearest.init_fourier(model, 2.0, 0)
-    ex, a, _ = nearest.layout(np.random.default_rng(0), 4, None)
-    b = TextCodec(tok, tt.proxy_token_id(tok)).collate([ex], 96)
-    with torch.no_grad():
-        plain = model.embed(b.input_ids, b.scenes)
-        nearest.add_direct_position(model, 0.5)
-        moved = model.embed(b.input_ids, b.scenes)
-    changed = (moved - plain).abs().sum(-1)[0] > 0
-    ids = b.input_ids[0]
-    assert changed.tolist() == (model.obj_lookup[ids] >= 0).tolist()  # every <OBJm> token, nothing else
-    centre = torch.as_tensor(np.asarray(ex.scene.centers)[np.asarray(ex.scene.instance) == a][0, :2])[None]
-    t = int((model.obj_lookup[ids] == a).nonzero()[0])
-    with torch.no_grad():
-        assert torch.allclose(moved[0, t] - plain[0, t], 0.5 * model.pe.fourier(centre.float())[0], atol=1e-5)
-
-
 def test_a_short_run_prints_rows_with_accuracy_chance_and_their_ratio(checkpoint: Path, tmp_path: Path, capsys) -> None:
     out = nearest.main(["--checkpoint", str(checkpoint), "--objects", "2-4", "--steps", "4", "--batch", "2",
                         "--eval-every", "2", "--eval-items", "6", "--fourier-init", "1", "--attn-aux", "1",
-                        "--fourier-sigma", "0.2", "--json",
+                        "--fourier-sigma", "0.2", "--direct", "1", "--json",
                         str(tmp_path / "n.json")])
     rows = out["rows"]
     assert [r["step"] for r in rows] == [2, 4] and (tmp_path / "n.json").exists()
@@ -111,34 +90,6 @@ def test_attention_supervision_reads_the_probability_paid_to_the_nearest_proxy(c
     assert 0.0 < float(w[0, 2, t, proxy]) < 1.0 and float(loss) > 0.0
     with pytest.raises(SystemExit, match="--attn-layer"):
         nearest.AttentionProbe(model, 99)
-
-
-def test_pointer_scores_each_scene_object_at_its_identifier_and_nothing_else(checkpoint: Path) -> None:
-    from proxy3d.model.build import load_model_dir
-    from proxy3d.model.inputs import SceneInput, TextCodec
-
-    model, tok, _ = load_model_dir(checkpoint)
-    ptr = nearest.Pointer(model.dim)
-    # object 7 has two proxies: its column takes the better of the two scores
-    scene = SceneInput.from_objects(np.array([7, 7, 3]), np.array([1, 1, 2]), np.array([[0, 0, 0], [1, 0, 0], [3, 3, 1.0]]))
-    batch = TextCodec(tok, tt.proxy_token_id(tok)).collate([nearest.Example(scene, [("Which?", "<OBJ003>")])], 96)
-    obj_ids = torch.tensor(model.obj_token_ids)
-    with torch.no_grad():
-        hidden = model.hidden(batch.input_ids, batch.attention_mask, batch.scenes)
-        mask = batch.input_ids == model.proxy_token_id
-        s = ptr.scores(hidden, mask, 0)
-        got = ptr.object_logits(hidden, mask, batch.scenes, len(obj_ids))[0]
-        plain = torch.nn.functional.linear(hidden, model.output_weight())
-        joined, _ = nearest.forward(model, ptr, True, batch, obj_ids)
-    assert s.shape == (batch.input_ids.shape[1], 3)
-    assert torch.allclose(got[:, 7], s[:, :2].max(1).values) and torch.allclose(got[:, 3], s[:, 2])
-    others = [i for i in range(len(obj_ids)) if i not in (3, 7)]
-    assert bool((got[:, others] == 0).all())
-    diff = (joined - plain)[0]
-    assert torch.allclose(diff[:, obj_ids], got, atol=1e-5)  # only the identifier columns moved
-    rest = torch.ones(diff.shape[-1], dtype=torch.bool)
-    rest[obj_ids] = False
-    assert float(diff[:, rest].abs().max()) == 0.0
 
 
 def test_pointer_runs_from_a_fresh_model_report_the_pointers_accuracy(checkpoint: Path) -> None:

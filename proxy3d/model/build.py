@@ -3,9 +3,10 @@
 A checkpoint folder (``artifacts/checkpoints/stage<N>/``) holds::
 
     vlm/              Qwen2.5-VL weights + config (``save_pretrained``; reloaded with ``local_files_only``)
-    proxy3d.safetensors   projector, hybrid PE, reference projector/offsets and the frozen reference banks
+    proxy3d.safetensors   projector, hybrid PE, reference projector/offsets, the frozen reference banks and the
+                          pointer head (from stage 2 on)
     tokenizer/        the text tokenizer (``text_tokenizer.save``)
-    bundle.json       preset, feature width, PE settings, token ids, stage
+    bundle.json       preset, feature width, PE settings, token ids, stage, whether it has a pointer head
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def create_model(mp: ModelParams, tok: Any, symbols_dir: Path | None, feature_di
                     embed_init_std=mp.embed_init_std)
     model = Proxy3DModel(vlm, tt.proxy_token_id(tok), tt.object_token_ids(tok), feature_dim,
                          mp.pe_fourier_features, mp.pe_height_scale, len(categories()),
-                         tt.category_token_ids(tok, categories()), mp.label_text_tie)
+                         tt.category_token_ids(tok, categories()), mp.label_text_tie, mp.direct_position)
     if mp.scene_query_bias and not mp.checkpoint:
         model.init_scene_query_bias(mp.scene_query_bias)
     if symbols_dir is not None:
@@ -69,7 +70,8 @@ def save_model_dir(model: Proxy3DModel, tok: Any, out_dir: Path, meta: dict[str,
     tt.save(tok, out_dir / "tokenizer")
     write_json(out_dir / "bundle.json", {**meta, "feature_dim": model.feature_dim,
                                          "proxy_token_id": model.proxy_token_id,
-                                         "obj_token_ids": model.obj_token_ids})
+                                         "obj_token_ids": model.obj_token_ids,
+                                         "pointer": model.pointer is not None})
     return out_dir
 
 
@@ -94,7 +96,9 @@ def load_model_dir(ckpt_dir: Path, device: str | torch.device = "cpu",
                     checkpoint=str(ckpt_dir / "vlm"), dtype=dtype)
     model = Proxy3DModel(vlm, meta["proxy_token_id"], meta["obj_token_ids"], int(meta["feature_dim"]),
                          mp.pe_fourier_features, mp.pe_height_scale, len(categories()),
-                         tt.category_token_ids(tok, categories()), mp.label_text_tie)
+                         tt.category_token_ids(tok, categories()), mp.label_text_tie, mp.direct_position)
+    if meta.get("pointer"):
+        model.ensure_pointer()
     missing, unexpected = model.load_state_dict(load_file(str(ckpt_dir / "proxy3d.safetensors")), strict=False)
     missing = [k for k in missing if not k.startswith("vlm.")]
     if missing or unexpected:

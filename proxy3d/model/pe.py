@@ -48,6 +48,18 @@ class FourierXY(nn.Module):
             self.mlp[2].weight.zero_()
             self.mlp[2].bias.zero_()
 
+    @torch.no_grad()
+    def reinit(self, sigma: float, norm: float, generator: torch.Generator, room: float = 6.0) -> None:
+        """Random frequencies of std ``sigma`` cycles/m and a random output layer scaled so F(p) - mean F has mean
+        norm ``norm`` over points p uniform on a ``room`` x ``room`` m floor (the MLP's first layer is kept)."""
+        b = torch.randn(self.B.shape, generator=generator)
+        self.B.copy_(b * sigma / b.std())
+        w = self.mlp[2].weight
+        w.copy_(torch.randn(w.shape, generator=generator))
+        self.mlp[2].bias.zero_()
+        f = self(torch.rand(256, 2, generator=generator).to(w.device) * room)
+        w.mul_(norm / (f - f.mean(0)).norm(dim=1).mean().clamp_min(1e-9))
+
     def forward(self, xy: torch.Tensor) -> torch.Tensor:
         proj = 2 * math.pi * xy.to(self.B.dtype) @ self.B  # (N, F)
         return self.mlp(torch.cat([proj.cos(), proj.sin()], dim=-1))

@@ -29,6 +29,7 @@ from torch import nn
 
 from proxy3d.model.inputs import IGNORE, SceneInput
 from proxy3d.model.pe import HybridPE3D
+from proxy3d.model.pointer import PointerHead
 from proxy3d.model.reference import OFFSET_STD, ReferenceEmbedding, gather_rows
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,8 @@ class Proxy3DModel(nn.Module):
 
     def __init__(self, vlm: nn.Module, proxy_token_id: int, obj_token_ids: Sequence[int], feature_dim: int = 0,
                  pe_fourier_features: int = 16, pe_height_scale: float = 1.0, num_categories: int = 213,
-                 category_tokens: Sequence[Sequence[int]] | None = None, label_text_tie: float = 0.0) -> None:
+                 category_tokens: Sequence[Sequence[int]] | None = None, label_text_tie: float = 0.0,
+                 direct_position: float = 0.0) -> None:
         super().__init__()
         self.vlm = vlm
         self.proxy_token_id = int(proxy_token_id)
@@ -68,8 +70,22 @@ class Proxy3DModel(nn.Module):
         for c, toks in enumerate(category_tokens or []):
             table[c, : len(toks)] = torch.as_tensor(list(toks), dtype=torch.long)
         self.register_buffer("category_tokens", table, persistent=False)
+        # each <OBJm> text token also carries direct_position x F(x, y) of object m's centre in the row's scene, so
+        # a question's identifier holds its object's position without a lookup hop (0 while F is: all of stage 1)
+        self.direct_position = float(direct_position)
+        self.pointer: PointerHead | None = None  # created by ensure_pointer (stage 2 with pointer_steps)
+        # "on": pointer scores join the identifier logits; "off": the LM head alone; "only": the body runs without
+        # gradient and only the pointer trains (stage 2's pointer phase)
+        self.pointer_mode = "on"
         for p in vlm.model.visual.parameters():  # the vision tower only encodes the reference images
             p.requires_grad_(False)
+
+    def ensure_pointer(self) -> PointerHead:
+        """The pointer head (:mod:`proxy3d.model.pointer`), created at the identity if missing."""
+        if self.pointer is None:
+            w = self.vlm.get_input_embeddings().weight
+            self.pointer = PointerHead(self.dim, len(self.obj_token_ids)).to(device=w.device, dtype=w.dtype)
+        return self.pointer
 
     def ensure_projector(self, feature_dim: int) -> None:
         """Create the C -> D projector (2-layer MLP) if missing or of another width (stage 4 on new features)."""
@@ -146,12 +162,34 @@ class Proxy3DModel(nn.Module):
         words = self.vlm.get_input_embeddings()(tab.clamp(min=0)).to(sem.dtype) * mask.unsqueeze(-1)
         return sem + self.label_text_tie * words.sum(1) / mask.sum(1, keepdim=True).clamp_min(1.0)
 
-    def embed(self, input_ids: torch.Tensor, scenes: Sequence[SceneInput]) -> torch.Tensor:
-        """input_ids: (B, L) -> inputs_embeds (B, L, D) with proxies spliced and ``<OBJm>`` rows shared."""
+    def object_positions(self, scenes: Sequence[SceneInput], dtype: torch.dtype) -> torch.Tensor:
+        """(B, M, D): ``direct_position`` x F(x, y) of each identifier's object centre (the mean centre of its
+        proxies) in each row's scene, 0 for identifiers the scene does not hold."""
+        m = len(self.obj_token_ids)
+        out = []
+        for s in scenes:
+            inst = torch.as_tensor(np.asarray(s.instance), dtype=torch.long)
+            named = (inst >= 0) & (inst < m)
+            xy = torch.as_tensor(np.asarray(s.centers, np.float32)[:, :2])[named]
+            tot = torch.zeros(m, 2).index_add_(0, inst[named], xy)
+            cnt = torch.zeros(m).index_add_(0, inst[named], torch.ones(len(xy)))
+            f = self.pe.fourier((tot / cnt.clamp_min(1).unsqueeze(1)).to(self.device))
+            out.append(self.direct_position * f * (cnt > 0).to(f.device, f.dtype).unsqueeze(1))
+        return torch.stack(out).to(dtype)
+
+    def embed(self, input_ids: torch.Tensor, scenes: Sequence[SceneInput], splice: bool = True) -> torch.Tensor:
+        """input_ids: (B, L) -> inputs_embeds (B, L, D) with proxies spliced and ``<OBJm>`` rows shared (plus
+        their object's position, ``direct_position``). ``splice=False``: ``input_ids`` hold no placeholders (decode
+        steps) and ``scenes`` only place the identifiers."""
         emb = self.vlm.get_input_embeddings()(input_ids)
         idx = self.obj_lookup.to(input_ids.device)[input_ids]
         ids = gather_rows(self.refs.id_embed().to(emb.dtype), idx.clamp(min=0))
+        if self.direct_position and len(scenes) == input_ids.shape[0] and input_ids.device.type != "meta":
+            pos = self.object_positions(scenes, emb.dtype)  # (B, M, D)
+            ids = ids + torch.gather(pos, 1, idx.clamp(min=0).unsqueeze(-1).expand(-1, -1, pos.shape[-1]))
         emb = torch.where((idx >= 0).unsqueeze(-1), ids, emb)
+        if not splice:
+            return emb
         mask = input_ids == self.proxy_token_id
         rows = self.scene_rows(scenes)
         if input_ids.device.type != "meta":  # meta tensors have no values to count
@@ -180,8 +218,25 @@ class Proxy3DModel(nn.Module):
                               use_cache=False).last_hidden_state
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, scenes: Sequence[SceneInput]) -> torch.Tensor:
-        """(B, L, V) next-token logits."""
-        return F.linear(self.hidden(input_ids, attention_mask, scenes), self.output_weight())
+        """(B, L, V) next-token logits (with the pointer head's identifier scores unless ``pointer_mode`` is off)."""
+        return self.outputs(input_ids, attention_mask, scenes)[0]
+
+    def outputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                scenes: Sequence[SceneInput]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, V) logits as :meth:`logits` and the (B, L, D) last hidden states they came from."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.pointer_mode != "only"):
+            h = self.hidden(input_ids, attention_mask, scenes)
+            logits = F.linear(h, self.output_weight())
+        if self.pointer is None or self.pointer_mode == "off":
+            return logits, h
+        keys = self.pointer.keys(h, input_ids == self.proxy_token_id, scenes)
+        return self.add_pointer(logits, h, keys), h
+
+    def add_pointer(self, logits: torch.Tensor, hidden: torch.Tensor,
+                    keys: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """``logits`` (B, T, V) + the pointer's object scores from ``hidden`` (B, T, D) on the ``<OBJm>`` columns."""
+        obj = torch.as_tensor(self.obj_token_ids, device=logits.device)
+        return logits.index_add(2, obj, self.pointer.object_logits(hidden, keys).to(logits.dtype))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
                 scenes: Sequence[SceneInput]) -> torch.Tensor:
@@ -211,12 +266,17 @@ class Proxy3DModel(nn.Module):
         pos = self.position_ids(input_ids, attention_mask)
         out = self.vlm.model(inputs_embeds=self.embed(input_ids, scenes), attention_mask=attention_mask,
                              position_ids=pos, use_cache=True)
+        pointing = self.pointer is not None and self.pointer_mode != "off"
+        keys = self.pointer.keys(out.last_hidden_state, input_ids == self.proxy_token_id, scenes) if pointing else []
         cache, att = out.cache, attention_mask
         nxt = pos[:, -1:] + 1
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         rows: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
         for _ in range(max_new_tokens):
-            logits = F.linear(out.last_hidden_state[:, -1], w)
+            logits = F.linear(out.last_hidden_state[:, -1:], w)
+            if pointing:
+                logits = self.add_pointer(logits, out.last_hidden_state[:, -1:], keys)
+            logits = logits[:, 0]
             # the proxy placeholder is never an answer: fed back, it would need a proxy row and stop the batch
             logits[:, self.proxy_token_id] = float("-inf")
             tok = logits.argmax(-1)
@@ -228,8 +288,8 @@ class Proxy3DModel(nn.Module):
             if bool(done.all()):
                 break
             att = torch.cat([att, torch.ones_like(att[:, :1])], dim=1)
-            out = self.vlm.model(inputs_embeds=self.embed(tok[:, None], []), attention_mask=att, position_ids=nxt,
-                                 cache=cache, use_cache=True)
+            out = self.vlm.model(inputs_embeds=self.embed(tok[:, None], scenes, splice=False), attention_mask=att,
+                                 position_ids=nxt, cache=cache, use_cache=True)
             cache, nxt = out.cache, nxt + 1
         return rows
 

@@ -128,6 +128,34 @@ def source_signature(root: Path = Path(__file__).resolve().parents[1]) -> str:
     return h.hexdigest()
 
 
+def check_xy_pe_init(value: Any, stage: int) -> tuple[float, float]:
+    """``train_stage<N>.xy_pe_init`` as (sigma, norm), or a ValueError that names it."""
+    try:
+        sigma, norm = (float(v) for v in value)
+    except (TypeError, ValueError):
+        sigma = norm = -1.0
+    if sigma < 0 or norm < 0 or (norm > 0) != (sigma > 0):
+        raise ValueError(f"train_stage{stage}.xy_pe_init={value!r} (params.yaml): give [sigma, norm], both > 0 (F's "
+                         "frequencies in cycles/m and its spread, e.g. [0.1, 2.0]), or [0, 0] to keep F")
+    return sigma, norm
+
+
+def set_phase(engine: Any, model: Proxy3DModel, step: int, sp: StageParams) -> float:
+    """Stage 2 with ``pointer_steps``: before ``steps`` the pointer head is off and its group (the last) at lr 0;
+    after, only the head trains (``pointer_mode`` "only", every other group at lr 0, the head at ``pointer_lr``).
+    Set before every optimizer step (the schedule rewrites the lrs after each). Returns the phase's trained lr."""
+    groups = engine.optimizer.param_groups
+    if step < sp.steps:
+        model.pointer_mode = "off"
+        groups[-1]["lr"] = 0.0
+        return float(groups[0]["lr"])
+    model.pointer_mode = "only"
+    for g in groups[:-1]:
+        g["lr"] = 0.0
+    groups[-1]["lr"] = sp.pointer_lr
+    return sp.pointer_lr
+
+
 def stage_dir(checkpoints: Path, stage: int, blind: bool = False) -> Path:
     """Where stage ``stage`` writes its checkpoint: ``<checkpoints>/stage<N>``, or ``stage4_blind`` for the blind
     baseline."""
@@ -185,13 +213,24 @@ def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
         model.ensure_projector(int(load_proxies(first).features.shape[1]))
     for p in model.pe.fourier.parameters():  # F(x, y) trained from stage 2 on: learning it in stage 1 kept the
         p.requires_grad_(sp.train_xy_pe)    # tiny model from ever matching identifiers (label accuracy at chance)
+    sigma, norm = check_xy_pe_init(sp.xy_pe_init, stage)
+    if norm:  # a resumed stage then loads its own F from the checkpoint
+        model.pe.fourier.reinit(sigma, norm, torch.Generator().manual_seed(tp.seed + 100 * stage))
+    if sp.pointer_steps < 0 or (sp.pointer_steps and stage != 2):
+        raise ValueError(f"train_stage{stage}.pointer_steps={sp.pointer_steps}: the pointer phase is part of stage 2 "
+                         "(params.yaml train_stage2.pointer_steps >= 0); set it to 0 here")
+    if sp.pointer_steps:
+        model.ensure_pointer()
     rank = int(torch.distributed.get_rank())
     data = CurriculumData(stage, objects.get("train", {}), {k: load_rows(paths.spacespan, k, "train")
                           for k in range(1, stage + 1)}, scene_inputs, sp.steps, tp.seed, sp.mix_previous,
                           sp.turns, sp.max_objects, rank, sp.vocab_share, sp.simplified_share,
                           tuple(sp.simplified_tokens), sp.real_turns, sp.refer_share, sp.spatial_share, sp.augment)
     codec = TextCodec(tok, tt.proxy_token_id(tok))
-    engine = ds.initialize(model, ds.ds_config(tp, sp, device), ds.param_groups(model, sp.lr, {"projector": sp.projector_lr_scale}))
+    # with a pointer phase the head is the last group: each phase sets the lr of its groups (train.pointer_lrs)
+    scaled = {"projector": sp.projector_lr_scale, **({"pointer": 1.0} if sp.pointer_steps else {})}
+    engine = ds.initialize(model, ds.ds_config(tp, sp, device), ds.param_groups(model, sp.lr, scaled))
+    total = sp.steps + sp.pointer_steps
     out_dir = stage_dir(paths.checkpoints, stage, blind)
     ckpt_dir = out_dir / "ds"
     fingerprint = json.dumps({"model": section_dict(params.model), "train": section_dict(tp), "stage": section_dict(sp),
@@ -209,15 +248,16 @@ def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
         # killed before its own save must not leave a folder that reads as finished
         (out_dir / "bundle.json").unlink(missing_ok=True)
     start = ds.resume(engine, ckpt_dir)
-    meta = {"stage": stage, "model": section_dict(params.model), "steps": sp.steps, "seed": tp.seed, "blind": blind}
+    meta = {"stage": stage, "model": section_dict(params.model), "steps": sp.steps, "pointer_steps": sp.pointer_steps,
+            "seed": tp.seed, "blind": blind}
     losses, speeds, t_start = [], [], time.perf_counter()
     engine.train()
-    for step in tqdm(range(start, sp.steps), desc=f"stage {stage}", initial=start, total=sp.steps, mininterval=5):
+    for step in tqdm(range(start, total), desc=f"stage {stage}", initial=start, total=total, mininterval=5):
         examples = data.batch(step, sp.batch_size)
         if blind:
             examples = [Example(SceneInput.empty(e.scene.scene_id), e.turns) for e in examples]
         b = codec.collate(examples, sp.max_length)
-        lr = float(engine.get_lr()[0])
+        lr = set_phase(engine, model, step, sp) if sp.pointer_steps else float(engine.get_lr()[0])
         t0 = time.perf_counter()
         loss = engine(b.input_ids.to(engine.device), b.attention_mask.to(engine.device), b.labels.to(engine.device), b.scenes)
         engine.backward(loss)
@@ -227,7 +267,7 @@ def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
         speeds.append(tps)
         if (step + 1) % max(tp.log_every, 1) == 0 or step == start:
             tracker.log_metrics({"loss": losses[-1], "lr": lr, "tokens_per_s": tps}, step=step + 1)
-            log.info("stage %d step %d/%d loss %.4f lr %.2e %.0f tok/s", stage, step + 1, sp.steps, losses[-1], lr, tps)
+            log.info("stage %d step %d/%d loss %.4f lr %.2e %.0f tok/s", stage, step + 1, total, losses[-1], lr, tps)
         if tp.probe_every and stage in (1, 2) and (step + 1) % tp.probe_every == 0 and objects.get("val"):
             probe_dir = ckpt_dir / "probe_model"  # ZeRO-3 only: the consolidated weights the probes reload
             if engine.zero_optimization_stage() == 3:
@@ -238,11 +278,12 @@ def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
                 shutil.rmtree(probe_dir, ignore_errors=True)
                 tracker.log_metrics({f"probe.{k}": v for k, v in probe.items()}, step=step + 1)
                 log.info("stage %d step %d probes %s", stage, step + 1, {k: round(v, 3) for k, v in probe.items()})
-        if (step + 1) % max(tp.checkpoint_every, 1) == 0 and step + 1 < sp.steps:
+        if (step + 1) % max(tp.checkpoint_every, 1) == 0 and step + 1 < total:
             ds.save(engine, ckpt_dir, step + 1)
         if stop_after is not None and step + 1 >= stop_after:
             return {"stopped_at": float(step + 1)}
     seconds = time.perf_counter() - t_start
+    model.pointer_mode = "on"
     metrics: dict[str, float] = {"stage": float(stage), "steps": float(sp.steps), "train_seconds": seconds,
                                  "final_loss": float(np.mean(losses[-10:])) if losses else float("nan"),
                                  "tokens_per_s": float(np.mean(speeds)) if speeds else 0.0}
