@@ -176,6 +176,16 @@ def test_7b_preset_on_meta_device_counts_parameters_and_injects() -> None:
     assert emb.shape == (2, 20, 3584) and emb.device.type == "meta"
 
 
+def greedy_by_recomputing(model: Proxy3DModel, b, steps: int) -> list[list[int]]:
+    """``steps`` greedy tokens per row of the prompt batch ``b``, each from the logits of the whole sequence so far."""
+    ids, att = b.input_ids, b.attention_mask
+    with torch.no_grad():
+        for _ in range(steps):
+            tok = model.logits(ids, att, b.scenes)[:, -1].argmax(-1, keepdim=True)
+            ids, att = torch.cat([ids, tok], 1), torch.cat([att, torch.ones_like(tok)], 1)
+    return ids[:, b.input_ids.shape[1]:].tolist()
+
+
 def test_cached_greedy_decoding_equals_recomputing_the_whole_sequence(tiny) -> None:
     """The KV-cache loop (positions continue after the shared proxy position) = full recomputation per token."""
     model, _, codec = tiny
@@ -184,12 +194,7 @@ def test_cached_greedy_decoding_equals_recomputing_the_whole_sequence(tiny) -> N
         model.refs.id_offset.add_(torch.randn_like(model.refs.id_offset))
     b = codec.prompts([_scene(3), _scene(5)], ["What is <OBJ001>?", "Which object is the chair near the door?"])
     out = model.generate_ids(b.input_ids, b.attention_mask, b.scenes, 5, eos_token_id=-1, pad_token_id=-1)
-    ids, att = b.input_ids, b.attention_mask
-    with torch.no_grad():
-        for _ in range(5):
-            tok = model.logits(ids, att, b.scenes)[:, -1].argmax(-1, keepdim=True)
-            ids, att = torch.cat([ids, tok], 1), torch.cat([att, torch.ones_like(tok)], 1)
-    assert out == ids[:, b.input_ids.shape[1]:].tolist()
+    assert out == greedy_by_recomputing(model, b, 5)
     pos = model.position_ids(b.input_ids, b.attention_mask)
     is_proxy = b.input_ids == model.proxy_token_id
     assert pos[is_proxy].eq(0).all() and pos[0, -1] == int((~is_proxy[0] & (b.attention_mask[0] > 0)).sum())
