@@ -12,21 +12,22 @@ at 3 objects on 2 cores). Every ``--eval-every`` steps it prints the teacher-for
 layouts: the share where the highest-scoring identifier at the position that must name the nearest object is
 that object, next to chance (1 / (n - 1)) and their ratio, and the share that named any object of the scene.
 
-Knobs for the hypotheses tried so far: ``--objects lo-hi`` grows the layouts from lo to hi objects over the
-first 60% of the steps (a scene-size warm-up); ``--answer`` the answer template (``{a}`` the asked identifier,
-``{b}`` the nearest; default the curriculum's ``closest_to``); ``--fourier-sigma S`` rescales F's random
-frequencies to std S cycles/m (the init's 0.5 gives a kernel that has decayed within ~1 m); ``--fourier-init N``
-sets F(x, y)'s zero-initialised output layer to random weights scaled so F varies by norm N across the room (the stage-1 identifier and category
-rows have norm ~2.2); ``--direct S`` adds S x F(x, y) of object m's centre to every ``<OBJm>`` text token, so the
-asked identifier carries its position without a lookup hop (the model's ``direct_position``; 0 unless given); ``--attn-aux W`` adds W x an attention-supervision
-loss (training only): -log of the attention that head ``--attn-head`` of layer ``--attn-layer`` pays, at the
-position predicting the nearest object, to that object's proxy (eager attention, read with a forward hook);
-``--pointer W`` adds W x the cross-entropy of the model's pointer head (``proxy3d.model.pointer``, a bilinear score
-of every proxy from the last hidden state, created at the identity) at that position, and ``--pointer-logits`` adds
-the pointer's scores to the identifier logits instead (the model's pointer-generator output, what stage 2's pointer
-phase trains; the column ``pointer`` is the head's own accuracy over the scene's proxies); ``--freeze all`` trains
-that head alone on the fixed model, ``--freeze lm`` the head, the
-position encoding and the reference modules; ``--fresh`` starts from a random-init model of the checkpoint's preset.
+Knobs for the hypotheses tried so far: ``--objects lo-hi`` grows the layouts from lo to hi objects over the first
+60% of the steps (a scene-size warm-up); ``--answer`` the answer template (``{a}`` the asked identifier, ``{b}`` the
+nearest; default the curriculum's ``closest_to``); ``--fourier-sigma S`` rescales F's random frequencies to std S
+cycles/m (the init's 0.5 gives a kernel that has decayed within ~1 m); ``--fourier-init N`` sets F(x, y)'s
+zero-initialised output layer to random weights scaled so F varies by norm N across the room (the stage-1 identifier
+and category rows have norm ~2.2); ``--direct S`` adds S x F(x, y) of object m's centre to every ``<OBJm>`` text
+token, so the asked identifier carries its position without a lookup hop (the model's ``direct_position``; 0 unless
+given); ``--attn-aux W`` adds W x an attention-supervision loss (training only): -log of the attention that head
+``--attn-head`` of layer ``--attn-layer`` pays, at the position predicting the nearest object, to that object's
+proxy (eager attention, read with a forward hook); ``--pointer W`` adds W x the cross-entropy of the model's pointer
+head (``proxy3d.model.pointer``, a bilinear score of every proxy from the last hidden state, created at the
+identity) at that position, and ``--pointer-logits`` adds the pointer's scores to the identifier logits instead (the
+model's pointer-generator output, what stage 2's pointer phase trains; the column ``pointer`` is the head's own
+accuracy over the scene's proxies); ``--freeze all`` trains that head alone on the fixed model, ``--freeze lm`` the
+head, the position encoding and the reference modules; ``--fresh`` starts from a random-init model of the
+checkpoint's preset.
 """
 
 from __future__ import annotations
