@@ -204,12 +204,12 @@ def main(argv: list[str] | None = None) -> dict:
     codec = TextCodec(tok, tt.proxy_token_id(tok))
     for p in model.pe.fourier.parameters():
         p.requires_grad_(True)
-    sigma = a.fourier_sigma or float(model.pe.fourier.B.std())
-    if a.fourier_init:
-        model.pe.fourier.reinit(sigma, a.fourier_init, torch.Generator().manual_seed(a.seed + 1), ROOM)
-    elif a.fourier_sigma:
+    if a.fourier_sigma:  # the checkpoint's frequencies rescaled (so the README's runs reproduce), not new ones
         with torch.no_grad():
-            model.pe.fourier.B.mul_(sigma / model.pe.fourier.B.std())
+            model.pe.fourier.B.mul_(a.fourier_sigma / model.pe.fourier.B.std())
+    if a.fourier_init:
+        model.pe.fourier.reinit(0.0, a.fourier_init, torch.Generator().manual_seed(a.seed + 1), ROOM,
+                                new_frequencies=False)
     model.direct_position = a.direct
     probe = AttentionProbe(model, a.attn_layer) if a.attn_aux else None
     obj_ids = torch.tensor(model.obj_token_ids)

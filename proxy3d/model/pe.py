@@ -49,11 +49,14 @@ class FourierXY(nn.Module):
             self.mlp[2].bias.zero_()
 
     @torch.no_grad()
-    def reinit(self, sigma: float, norm: float, generator: torch.Generator, room: float = 6.0) -> None:
-        """Random frequencies of std ``sigma`` cycles/m and a random output layer scaled so F(p) - mean F has mean
-        norm ``norm`` over points p uniform on a ``room`` x ``room`` m floor (the MLP's first layer is kept)."""
-        b = torch.randn(self.B.shape, generator=generator)
-        self.B.copy_(b * sigma / b.std())
+    def reinit(self, sigma: float, norm: float, generator: torch.Generator, room: float = 6.0,
+               new_frequencies: bool = True) -> None:
+        """Random frequencies of std ``sigma`` cycles/m (``new_frequencies=False``: keep B) and a random output
+        layer scaled so F(p) - mean F has mean norm ``norm`` over points p uniform on a ``room`` x ``room`` m floor
+        (the MLP's first layer is kept)."""
+        if new_frequencies:
+            b = torch.randn(self.B.shape, generator=generator)
+            self.B.copy_(b * sigma / b.std())
         w = self.mlp[2].weight
         w.copy_(torch.randn(w.shape, generator=generator))
         self.mlp[2].bias.zero_()
