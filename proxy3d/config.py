@@ -208,8 +208,8 @@ class StageParams:
     # cycles/m left the stage-2 pointer at chance; 0.05-0.2 cycles/m and norm 2 reached 2.3-3x (bench/nearest.py)
     xy_pe_init: list[float] = field(default_factory=lambda: [0.0, 0.0])
     # stage 2: steps after `steps` that train only the pointer head (model.pointer, created at the identity) on
-    # nearest-object questions about the train scenes, moved as with `augment`, the rest of the model frozen and
-    # run without gradient; 0 = no pointer head. Trained with the whole model the head stayed at chance
+    # stage-2 questions (~65% nearest-object ones) about the train scenes, moved as with `augment`, the rest of the
+    # model frozen and run without gradient; 0 = no pointer head. Trained with the whole model it stayed at chance
     pointer_steps: int = 0
     pointer_lr: float = 3e-3  # constant lr of the pointer phase (no warmup or decay)
     simplified_share: float = 0.0  # stage 4: share of SpaceSpan items shown on a simplified scene (8 turns, cheap)

@@ -177,15 +177,17 @@ class Proxy3DModel(nn.Module):
             out.append(self.direct_position * f * (cnt > 0).to(f.device, f.dtype).unsqueeze(1))
         return torch.stack(out).to(dtype)
 
-    def embed(self, input_ids: torch.Tensor, scenes: Sequence[SceneInput], splice: bool = True) -> torch.Tensor:
+    def embed(self, input_ids: torch.Tensor, scenes: Sequence[SceneInput], splice: bool = True,
+              positions: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids: (B, L) -> inputs_embeds (B, L, D) with proxies spliced and ``<OBJm>`` rows shared (plus
         their object's position, ``direct_position``). ``splice=False``: ``input_ids`` hold no placeholders (decode
-        steps) and ``scenes`` only place the identifiers."""
+        steps) and ``scenes`` only place the identifiers. ``positions``: :meth:`object_positions` of ``scenes``
+        when the caller has them (decoding reuses one for every step)."""
         emb = self.vlm.get_input_embeddings()(input_ids)
         idx = self.obj_lookup.to(input_ids.device)[input_ids]
         ids = gather_rows(self.refs.id_embed().to(emb.dtype), idx.clamp(min=0))
         if self.direct_position and len(scenes) == input_ids.shape[0] and input_ids.device.type != "meta":
-            pos = self.object_positions(scenes, emb.dtype)  # (B, M, D)
+            pos = self.object_positions(scenes, emb.dtype) if positions is None else positions  # (B, M, D)
             ids = ids + torch.gather(pos, 1, idx.clamp(min=0).unsqueeze(-1).expand(-1, -1, pos.shape[-1]))
         emb = torch.where((idx >= 0).unsqueeze(-1), ids, emb)
         if not splice:
@@ -264,8 +266,10 @@ class Proxy3DModel(nn.Module):
         stripped). Positions and the ``<OBJm>`` rows (input and output) are exactly those of training."""
         w = self.output_weight()
         pos = self.position_ids(input_ids, attention_mask)
-        out = self.vlm.model(inputs_embeds=self.embed(input_ids, scenes), attention_mask=attention_mask,
-                             position_ids=pos, use_cache=True)
+        # the objects' positions do not change while decoding: computed once for the prompt and every new token
+        places = self.object_positions(scenes, w.dtype) if self.direct_position and len(scenes) else None
+        out = self.vlm.model(inputs_embeds=self.embed(input_ids, scenes, positions=places),
+                             attention_mask=attention_mask, position_ids=pos, use_cache=True)
         pointing = self.pointer is not None and self.pointer_mode != "off"
         keys = self.pointer.keys(out.last_hidden_state, input_ids == self.proxy_token_id, scenes) if pointing else []
         cache, att = out.cache, attention_mask
@@ -288,8 +292,8 @@ class Proxy3DModel(nn.Module):
             if bool(done.all()):
                 break
             att = torch.cat([att, torch.ones_like(att[:, :1])], dim=1)
-            out = self.vlm.model(inputs_embeds=self.embed(tok[:, None], scenes, splice=False), attention_mask=att,
-                                 position_ids=nxt, cache=cache, use_cache=True)
+            out = self.vlm.model(inputs_embeds=self.embed(tok[:, None], scenes, splice=False, positions=places),
+                                 attention_mask=att, position_ids=nxt, cache=cache, use_cache=True)
             cache, nxt = out.cache, nxt + 1
         return rows
 

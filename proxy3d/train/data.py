@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 # the asked identifier; started at 3+ objects it stayed at chance), then growing to max_objects by GROWN_AT.
 # SpaceSpan's whole-scene rows join at SMALL_UNTIL.
 ONE_OBJECT_UNTIL, SMALL_UNTIL, GROWN_AT = 0.3, 0.6, 0.85
-POINTER_NEAREST = 0.5  # share of nearest-object questions in stage 2's pointer phase (CurriculumData.nearest)
+POINTER_NEAREST = 0.5  # stage 2's pointer phase: share of turns that are nearest-object ones before the usual mix
 OBJECT_COLUMNS = ["scene_id", "object_id", "label", "category", "center_x", "center_y", "center_z",
                   "size_x", "size_y", "size_z", "split"]
 
@@ -418,9 +418,9 @@ class CurriculumData:
 
     def nearest(self, rng: np.random.Generator) -> Example:
         """Stage 2's pointer phase: a train scene moved as with ``augment`` (:func:`augment_scene`), random
-        identifiers, and ``turns`` questions, half of them nearest-object ones and the rest of stage 2's kinds
-        (with nearest-object questions alone the head also pushed identifiers into the other answers: "Where
-        is" 11% -> 5% on the val probes)."""
+        identifiers, and ``turns`` questions: a ``POINTER_NEAREST`` share nearest-object ones, the rest drawn as
+        in :meth:`stage2` (whose mix holds 30% more of them: ~65% in all). With nearest-object questions alone the
+        head also pushed identifiers into the other answers ("Where is" 11% -> 5% on the val probes)."""
         o = augment_scene(self.objects[self.scene_ids[int(rng.integers(len(self.scene_ids)))]], rng)
         n = len(o.ids)
         ids = rng.choice(100, size=n, replace=False)

@@ -227,7 +227,7 @@ def train_stage(stage: int, params: Params, paths: StagePaths, tracker: Tracker,
                           sp.turns, sp.max_objects, rank, sp.vocab_share, sp.simplified_share,
                           tuple(sp.simplified_tokens), sp.real_turns, sp.refer_share, sp.spatial_share, sp.augment)
     codec = TextCodec(tok, tt.proxy_token_id(tok))
-    # with a pointer phase the head is the last group: each phase sets the lr of its groups (train.pointer_lrs)
+    # with a pointer phase the head is the last group: each phase sets the lr of its groups (set_phase)
     scaled = {"projector": sp.projector_lr_scale, **({"pointer": 1.0} if sp.pointer_steps else {})}
     engine = ds.initialize(model, ds.ds_config(tp, sp, device), ds.param_groups(model, sp.lr, scaled))
     total = sp.steps + sp.pointer_steps
