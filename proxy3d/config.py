@@ -254,6 +254,10 @@ class EvaluateParams:
     # size, room size) and val scene, from the object table, asked to the model, the blind model and the frequency
     # baseline and bootstrapped like the benchmarks (0 = off); the val split itself has only 3-10 per type
     spatial_probe: int = 40
+    # what a generated <OBJxxx> is scored as in grounding and captions: "proxies" = the box of the points of the
+    # proxies carrying identifier xxx (what the model's tokens hold; the tokenizer ablation shows in the scores, and
+    # it works with sam2 masks, whose ids are not GT object ids), "gt" = the GT box of object xxx
+    box_source: str = "proxies"
 
 
 @dataclass
@@ -377,6 +381,8 @@ def _check_ranges(p: Params, path: Path, overrides: list[str]) -> None:
     for key, budgets in (("proxies.eval_budgets", p.proxies.eval_budgets),
                          ("evaluate.budgets", p.evaluate.budgets)):
         need(key, budgets, all(b >= 1 for b in budgets), "a list of budgets >= 1 (tokens per scene)")
+    need("evaluate.box_source", p.evaluate.box_source, p.evaluate.box_source in ("proxies", "gt"),
+         "'proxies' (boxes of the proxies carrying the identifier) or 'gt' (the GT box of that object id)")
     for n in (1, 2, 3, 4):
         s: StageParams = getattr(p, f"train_stage{n}")
         need(f"train_stage{n}.steps", s.steps, s.steps >= 1, ">= 1")

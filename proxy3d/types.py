@@ -116,7 +116,8 @@ def load_meta(path: str | Path, kind: str = "") -> dict[str, Any]:
     return _read(Path(path), kind, tensors=False)[1]
 
 
-def _read(path: Path, kind: str, tensors: bool) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def _read(path: Path, kind: str, tensors: bool, names: tuple[str, ...] | None = None
+          ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     from safetensors import SafetensorError, safe_open
 
     what = f"{kind} safetensors file" if kind else "safetensors file"
@@ -131,7 +132,7 @@ def _read(path: Path, kind: str, tensors: bool) -> tuple[dict[str, np.ndarray], 
     try:
         with safe_open(str(path), framework="numpy") as f:
             text = (f.metadata() or {}).get("json", "{}")
-            out = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
+            out = {k: f.get_tensor(k) for k in f.keys() if names is None or k in names} if tensors else {}
     except SafetensorError as e:
         raise broken(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
     except OSError as e:
@@ -158,6 +159,14 @@ def load_triplets(path: str | Path) -> Triplets:
                     valid=x["valid"].astype(bool), frame=x["frame"],
                     instance_category={int(k): int(v) for k, v in meta.get("instance_category", {}).items()},
                     meta=meta.get("meta", {}))
+
+
+def load_triplet_points(path: str | Path) -> np.ndarray:
+    """(L, 3) float32 patch points of a triplets file, without reading its (L, C) features."""
+    x, _ = _read(Path(path), "triplets", tensors=True, names=("points",))
+    if "points" not in x:
+        raise ValueError(f"{path}: not a triplets file (no 'points' tensor); pass the output of the triplets stage")
+    return x["points"]
 
 
 def save_proxies(p: Proxies, path: str | Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -187,15 +188,19 @@ def test_evaluate_stage_writes_metrics_report_and_plots(tiny_checkpoint, tmp_pat
     from proxy3d.config import EvaluateParams, ProxiesParams
     from proxy3d.stages.evaluate import run
     from proxy3d.tracking import NullTracker
-    from proxy3d.types import save_proxies
+    from proxy3d.types import Triplets, save_proxies, save_triplets
 
     val = spacespan_partition(tmp_path / "spacespan", 4, "val")
     val.mkdir(parents=True)
     pd.DataFrame(ITEMS).to_parquet(val / "part-00000.parquet")
     objs = pd.read_csv(BOXES).assign(split="val")
     objs.to_parquet(tmp_path / "spacespan" / "objects.parquet")
-    for sid in objs.scene_id.unique():
-        save_proxies(_proxies(sid, 40), tmp_path / "proxies" / f"{sid}.safetensors")
+    for sid in objs.scene_id.unique():  # one patch per proxy, at its centre: identifiers are boxed by those points
+        px = dataclasses.replace(_proxies(sid, 40), members=np.arange(40, dtype=np.int32))
+        save_proxies(px, tmp_path / "proxies" / f"{sid}.safetensors")
+        save_triplets(Triplets(sid, np.zeros((40, 8), np.float32), px.centers, np.full(40, -1, np.int32),
+                               np.ones(40, bool), np.zeros(40, np.int16), {}), tmp_path / "triplets" / f"{sid}.safetensors")
+
     class Recorder(NullTracker):
         logged: list[str] = []
 
@@ -214,6 +219,7 @@ def test_evaluate_stage_writes_metrics_report_and_plots(tiny_checkpoint, tmp_pat
     assert out["variants"]["semantic@700"]["tokens"] == 40.0
     json.dumps(out, allow_nan=False)  # strict JSON: NaN became null
     assert "| blind | 0 |" in (tmp_path / "reports" / "eval.md").read_text()
+    assert "`evaluate.box_source: proxies`" in (tmp_path / "reports" / "eval.md").read_text()
     assert sorted(f.name for f in (tmp_path / "reports" / "eval").iterdir()) == ["per_task.png", "score_vs_tokens.png"]
     # the VSI-Bench numeric probe: two chairs to count, the table's and the bed's size; model and blind, bootstrapped
     assert out["vsi_probe"]["items"] == 3 and set(out["vsi_probe"]["variants"]) == {"semantic@700", "blind"}

@@ -63,19 +63,79 @@ def build_variants(budgets: Sequence[int], baselines: Sequence[str], method: str
     return list({v.name: v for v in out}.values())
 
 
+BOX_SOURCES = ("proxies", "gt")
+
+
+def proxy_object_boxes(members: np.ndarray, instance: np.ndarray, points: np.ndarray) -> dict[int, np.ndarray]:
+    """Identifier -> (6,) centre+size: the axis-aligned box of the member points of the proxies whose instance
+    (majority label) is that identifier — what ``<OBJxxx>`` points at in the scene as the tokenizer cut it, and
+    the box the proxies stage's oracle grounding scores (:func:`proxy3d.tokenizer.quality.scene_counts`).
+
+    members: (L,) proxy of each patch (-1 none); instance: (K,) per proxy (-1 none); points: (L, 3)."""
+    from proxy3d.tokenizer.pooling import member_boxes
+
+    members = np.asarray(members, dtype=np.int64)
+    lo, hi = member_boxes(members, len(instance), np.asarray(points, dtype=np.float64))
+    instance = np.asarray(instance, dtype=np.int64)
+    out = {}
+    for m in np.unique(instance[instance >= 0]):
+        mine = (instance == m) & np.isfinite(lo).all(1)
+        if mine.any():
+            bl, bh = lo[mine].min(0), hi[mine].max(0)
+            out[int(m)] = np.concatenate([(bl + bh) / 2, bh - bl])
+    return out
+
+
 class SceneInputs:
     """Visual tokens per (variant, scene): the proxies stage's output for the default method/budget, else the
-    proxy tokenizer run on the scene's triplets with the variant's method and budget."""
+    proxy tokenizer run on the scene's triplets with the variant's method and budget; and the boxes the
+    identifiers of those proxies name (:meth:`pred_boxes`)."""
 
     def __init__(self, proxies_dir: Path, triplets_dir: Path, proxies_params: Any) -> None:
         self.proxies_dir, self.triplets_dir, self.pp = Path(proxies_dir), Path(triplets_dir), proxies_params
+        self._members: dict[tuple[str, int, str], tuple[np.ndarray, np.ndarray]] = {}
+        self._points: dict[str, np.ndarray] = {}
 
     def get(self, v: Variant, scene_id: str) -> Any:
         from proxy3d.model.inputs import SceneInput
-        from proxy3d.types import load_proxies, load_triplets
 
         if v.blind:
             return SceneInput.empty(scene_id)
+        p = self._proxies(v, scene_id)
+        self._members[(v.method, v.budget, scene_id)] = (p.members, p.instance)
+        return SceneInput.from_proxies(p)
+
+    def pred_boxes(self, v: Variant, scene_ids: Sequence[str]) -> Boxes:
+        """The boxes ``v``'s identifiers name (:func:`proxy_object_boxes`), per scene: from ``v``'s own proxies for a
+        model variant, from the default method/budget's proxies for the blind, random-object and frequency baselines
+        (they see no proxies; the identifier they name is the scene's object as the default tokenizer cut it)."""
+        from proxy3d.types import load_triplet_points
+
+        if v.blind or v.kind != "model":
+            v = Variant(f"{self.pp.method}@{self.pp.budget}", method=self.pp.method, budget=int(self.pp.budget))
+        out: Boxes = {}
+        for sid in scene_ids:
+            key = (v.method, v.budget, sid)
+            if key not in self._members:
+                self.get(v, sid)
+            members, instance = self._members[key]
+            if members is None:
+                raise ValueError(f"proxies of scene {sid!r} ({v.name}) have no 'members' tensor (written by an old "
+                                 "version), so their identifiers have no boxes: re-run `dvc repro proxies`, or set "
+                                 "evaluate.box_source: gt")
+            if sid not in self._points:
+                self._points[sid] = load_triplet_points(self.triplets_dir / f"{sid}.safetensors")
+            points = self._points[sid]
+            if points.shape[0] != members.shape[0]:
+                raise ValueError(f"scene {sid!r}: {self.triplets_dir / f'{sid}.safetensors'} has {points.shape[0]} "
+                                 f"patches but its {v.name} proxies map {members.shape[0]}: the proxies are from "
+                                 "other triplets; re-run `dvc repro proxies`")
+            out[sid] = {m: ("", box) for m, box in proxy_object_boxes(members, instance, points).items()}
+        return out
+
+    def _proxies(self, v: Variant, scene_id: str) -> Any:
+        from proxy3d.types import load_proxies, load_triplets
+
         cached = self.proxies_dir / f"{scene_id}.safetensors"
         if v.method == self.pp.method and v.budget == self.pp.budget and cached.exists():
             p = load_proxies(cached)
@@ -83,13 +143,13 @@ class SceneInputs:
             # alone with another proxies.budget, a "semantic@450" row had read the 700-token file (a file that does
             # not say how it was made is taken as it is)
             if p.meta.get("method", v.method) == v.method and p.meta.get("budget", v.budget) == v.budget:
-                return SceneInput.from_proxies(p)
+                return p
             log.info("%s: %s was made with %s@%s, not %s: tokenizing the triplets", scene_id, cached,
                      p.meta.get("method"), p.meta.get("budget"), v.name)
         from proxy3d.tokenizer.tokenizer import ProxyTokenizer
 
         tok = ProxyTokenizer.from_params(self.pp, method=v.method, budget=v.budget)
-        return SceneInput.from_proxies(tok.tokenize(load_triplets(self.triplets_dir / f"{scene_id}.safetensors")))
+        return tok.tokenize(load_triplets(self.triplets_dir / f"{scene_id}.safetensors"))
 
 
 def model_generate_fn(ckpt_dir: Path, device: str, batch_size: int = 16) -> GenerateFn:
@@ -173,17 +233,28 @@ def frequency_predictions(items: Sequence[dict], train: Sequence[dict]) -> list[
 def evaluate(items: Sequence[dict], boxes: Boxes, variants: Sequence[Variant], generate: GenerateFn | None,
              scenes: SceneInputs | None, batch_size: int, max_new_tokens: int, seed: int = 0,
              meteor: bool = True, train_items: Sequence[dict] = (),
-             blind_generate: GenerateFn | None = None) -> tuple[dict[str, Any], dict[str, list[str]]]:
+             blind_generate: GenerateFn | None = None, box_source: str = "gt"
+             ) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """Scores per variant ``{name: {tokens, method, budget, benchmarks: {bench: metrics}}}`` and the texts;
     ``train_items`` (the train split's rows) feed the ``frequency`` baseline; ``blind_generate`` (the blind-trained
-    model) answers the ``blind`` variant, else ``generate`` does with no visual tokens."""
+    model) answers the ``blind`` variant, else ``generate`` does with no visual tokens. ``box_source``: what a
+    generated ``<OBJxxx>`` is scored as — ``gt``, object xxx's GT box; ``proxies``, the box of the proxies carrying
+    identifier xxx (:meth:`SceneInputs.pred_boxes`; needs ``scenes``)."""
+    if box_source not in BOX_SOURCES:
+        raise ValueError(f"evaluate.box_source: {box_source!r} is not one of {BOX_SOURCES}")
+    if box_source == "proxies" and scenes is None:
+        raise ValueError("evaluate.box_source 'proxies' needs the scene inputs (proxies and triplets) to box identifiers")
     results: dict[str, Any] = {}
     texts: dict[str, list[str]] = {}
     scene_ids = sorted({str(it["scene_id"]) for it in items})
+
+    def named(v: Variant) -> Boxes | None:  # after scenes.get(v, ...): its proxies are cached then
+        return scenes.pred_boxes(v, scene_ids) if box_source == "proxies" and scenes is not None else None
+
     for v in variants:
         if v.kind == "random_object":
             preds, tokens = random_object_predictions(items, boxes, seed), 0.0
-            bench = score_pairs(items, preds, boxes, meteor=meteor, tasks=GROUNDING_TASKS)
+            bench = score_pairs(items, preds, boxes, meteor=meteor, tasks=GROUNDING_TASKS, pred_boxes=named(v))
         elif v.kind == "frequency":
             if not train_items:
                 raise ValueError("the frequency baseline needs the train split's rows (train_items)")
@@ -196,7 +267,7 @@ def evaluate(items: Sequence[dict], boxes: Boxes, variants: Sequence[Variant], g
             tokens = float(np.mean([len(x) for x in inputs.values()])) if inputs else 0.0
             gen = blind_generate if v.blind and blind_generate is not None else generate
             preds = generate_all(gen, items, inputs, batch_size, max_new_tokens, desc=v.name)
-            bench = score_pairs(items, preds, boxes, meteor=meteor)
+            bench = score_pairs(items, preds, boxes, meteor=meteor, pred_boxes=named(v))
         log.info("%s: %s", v.name, {b: round(m.get(HEADLINE.get(b, ""), math.nan), 4) for b, m in bench.items()})
         results[v.name] = {"tokens": tokens, "method": v.method if v.kind == "model" and not v.blind else v.name,
                            "budget": v.budget, "benchmarks": bench}

@@ -64,8 +64,17 @@ def _comparison_table(comparisons: dict[str, Any]) -> list[str]:
     return lines
 
 
+BOX_SOURCE_TEXT = {
+    "proxies": "Grounding and captions: a generated `<OBJxxx>` is the box of the points of the proxies carrying "
+               "identifier xxx in the proxies that row's model was fed (`blind` and `random_object`: the default "
+               "method and budget's), scored against the GT box (`evaluate.box_source: proxies`).",
+    "gt": "Grounding and captions: a generated `<OBJxxx>` is the GT box of object xxx (`evaluate.box_source: gt`: "
+          "the tokenizer's boxes do not enter the scores).",
+}
+
+
 def markdown(results: dict[str, Any], command: str = "dvc repro evaluate",
-             comparisons: dict[str, Any] | None = None) -> str:
+             comparisons: dict[str, Any] | None = None, box_source: str | None = None) -> str:
     """The report: one section per table, every variant a row; then the paired-bootstrap comparisons."""
     n_items = {b: int(m.get("n_items", 0)) for r in results.values() for b, m in r["benchmarks"].items()}
     out = ["# Proxy3D evaluation", "",
@@ -74,7 +83,8 @@ def markdown(results: dict[str, Any], command: str = "dvc repro evaluate",
            "Rows: the stage-4 model on semantic proxies at each budget; `global_kmeans@K` = the model fed "
            "global k-means proxies (ablation); `blind` = stage 4 trained and run with no visual tokens; "
            "`random_object` = a random object of the scene (grounding only); `frequency` = the train split's most "
-           "frequent answer per question type (median for numeric VSI-Bench questions; QA and VSI-Bench only).", ""]
+           "frequent answer per question type (median for numeric VSI-Bench questions; QA and VSI-Bench only)."
+           + (" " + BOX_SOURCE_TEXT[box_source] if box_source else ""), ""]
     for title, cols in [*TABLES, ("Table 4: VSI-Bench", _vsi_columns(results))]:
         out += [f"## {title}", "", *_table(results, cols), ""]
     other = sorted({b for r in results.values() for b in r["benchmarks"]} - {b for _, c in TABLES for _, b, _ in c}
@@ -148,7 +158,8 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def write_report(results: dict[str, Any], md_path: Path, plots_dir: Path,
-                 command: str = "dvc repro evaluate", comparisons: dict[str, Any] | None = None) -> list[Path]:
+                 command: str = "dvc repro evaluate", comparisons: dict[str, Any] | None = None,
+                 box_source: str | None = None) -> list[Path]:
     """The Markdown report at ``md_path`` and the PNG plots in ``plots_dir``; returns the written paths."""
-    atomic_write_text(Path(md_path), markdown(results, command, comparisons))
+    atomic_write_text(Path(md_path), markdown(results, command, comparisons, box_source))
     return [Path(md_path), *plots(results, Path(plots_dir))]

@@ -24,28 +24,31 @@ from proxy3d.eval.records import Boxes
 Aggregate = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
-def _grounding(items: Sequence[dict], preds: Sequence[str], boxes: Boxes) -> dict[str, np.ndarray]:
-    ious, _ = tasks.scanrefer_ious(items, preds, boxes)
+def _grounding(items: Sequence[dict], preds: Sequence[str], boxes: Boxes, pred_boxes: Boxes | None
+               ) -> dict[str, np.ndarray]:
+    ious, _ = tasks.scanrefer_ious(items, preds, boxes, pred_boxes)
     iou = np.asarray(ious, dtype=np.float64)
     return {"acc@0.25": (iou >= 0.25).astype(np.float64), "acc@0.5": (iou >= 0.5).astype(np.float64)}
 
 
-def _multi(items: Sequence[dict], preds: Sequence[str], boxes: Boxes) -> dict[str, np.ndarray]:
-    f1 = np.asarray(tasks.multi3drefer_f1s(items, preds, boxes)[0], dtype=np.float64).reshape(-1, 2)
+def _multi(items: Sequence[dict], preds: Sequence[str], boxes: Boxes, pred_boxes: Boxes | None
+           ) -> dict[str, np.ndarray]:
+    f1 = np.asarray(tasks.multi3drefer_f1s(items, preds, boxes, pred_boxes)[0], dtype=np.float64).reshape(-1, 2)
     return {"f1@0.25": f1[:, 0], "f1@0.5": f1[:, 1]}
 
 
-def _sqa(items: Sequence[dict], preds: Sequence[str], boxes: Boxes) -> dict[str, np.ndarray]:
+def _sqa(items: Sequence[dict], preds: Sequence[str], boxes: Boxes, pred_boxes: Boxes | None) -> dict[str, np.ndarray]:
     em = metrics.qa_em_items([tasks.strip_objects(p) for p in preds], [tasks.answers_of(it) for it in items])
     return {"em": em[:, 0]}
 
 
 # benchmark -> per-item score columns (a stratum each is the whole benchmark)
-_ITEM_SCORES: dict[str, Callable[[Sequence[dict], Sequence[str], Boxes], dict[str, np.ndarray]]] = {
+_ITEM_SCORES: dict[str, Callable[[Sequence[dict], Sequence[str], Boxes, Boxes | None], dict[str, np.ndarray]]] = {
     "scanrefer": _grounding, "multi3drefer": _multi, "sqa3d": _sqa}
 
 
-def _strata(items: Sequence[dict], preds_a: Sequence[str], preds_b: Sequence[str], boxes: Boxes
+def _strata(items: Sequence[dict], preds_a: Sequence[str], preds_b: Sequence[str], boxes: Boxes,
+            pred_boxes: tuple[Boxes | None, Boxes | None] = (None, None)
             ) -> dict[str, tuple[dict[str, tuple[np.ndarray, np.ndarray]], Aggregate]]:
     """benchmark -> ({stratum: (scores_a, scores_b), each (n_s, M)}, aggregate: {stratum: (R, M) means} ->
     {metric: (R,)}). VSI-Bench has one stratum per question type (M = 1); the others one stratum, M metrics."""
@@ -66,7 +69,7 @@ def _strata(items: Sequence[dict], preds_a: Sequence[str], preds_b: Sequence[str
             vsi = functools.partial(metrics.vsibench_aggregate, numeric_types=tasks.VSI_NUMERIC)
             out[bench] = (strata, lambda means, vsi=vsi: vsi({k: v[:, 0] for k, v in means.items()}))
         else:
-            ca, cb = _ITEM_SCORES[bench](its, pa, boxes), _ITEM_SCORES[bench](its, pb, boxes)
+            ca, cb = _ITEM_SCORES[bench](its, pa, boxes, pred_boxes[0]), _ITEM_SCORES[bench](its, pb, boxes, pred_boxes[1])
             names = list(ca)
             both = (np.stack([ca[m] for m in names], 1), np.stack([cb[m] for m in names], 1))
             out[bench] = ({"all": both}, lambda means, names=names: {m: means["all"][:, j] for j, m in enumerate(names)})
@@ -74,10 +77,12 @@ def _strata(items: Sequence[dict], preds_a: Sequence[str], preds_b: Sequence[str
 
 
 def paired_bootstrap(items: Sequence[dict], preds_a: Sequence[str], preds_b: Sequence[str], boxes: Boxes,
-                     resamples: int = 2000, seed: int = 0) -> dict[str, dict[str, float]]:
+                     resamples: int = 2000, seed: int = 0,
+                     pred_boxes: tuple[Boxes | None, Boxes | None] = (None, None)) -> dict[str, dict[str, float]]:
     """``{"<benchmark>.<metric>": {"a", "b", "diff", "lo", "hi", "p_not_better", "n_items"}}`` for variant A
     (``preds_a``) against B on the same ``items``: the metric of each, A - B, its 95% bootstrap interval
-    [lo, hi], and the share of resamples where A did not beat B. ``resamples`` = 0 returns {}."""
+    [lo, hi], and the share of resamples where A did not beat B. ``pred_boxes``: the boxes A's and B's
+    identifiers name (None: the GT ``boxes``, see :mod:`proxy3d.eval.tasks`). ``resamples`` = 0 returns {}."""
     if len(preds_a) != len(items) or len(preds_b) != len(items):
         raise ValueError(f"paired bootstrap needs one prediction per item: {len(items)} items, "
                          f"{len(preds_a)} and {len(preds_b)} predictions")
@@ -85,7 +90,7 @@ def paired_bootstrap(items: Sequence[dict], preds_a: Sequence[str], preds_b: Seq
         return {}
     rng = np.random.default_rng(seed)
     out: dict[str, dict[str, float]] = {}
-    for bench, (strata, aggregate) in _strata(items, preds_a, preds_b, boxes).items():
+    for bench, (strata, aggregate) in _strata(items, preds_a, preds_b, boxes, pred_boxes).items():
         point_a = aggregate({k: a.mean(0, keepdims=True) for k, (a, _) in strata.items()})
         point_b = aggregate({k: b.mean(0, keepdims=True) for k, (_, b) in strata.items()})
         boot_a, boot_b = {}, {}
@@ -107,9 +112,12 @@ def paired_bootstrap(items: Sequence[dict], preds_a: Sequence[str], preds_b: Seq
 
 
 def compare(items: Sequence[dict], texts: dict[str, list[str]], model: str, baselines: Sequence[str], boxes: Boxes,
-            resamples: int, seed: int, only_tasks: dict[str, Sequence[str]] | None = None) -> dict[str, Any]:
+            resamples: int, seed: int, only_tasks: dict[str, Sequence[str]] | None = None,
+            pred_boxes: dict[str, Boxes | None] | None = None) -> dict[str, Any]:
     """``{"<model> vs <baseline>": paired_bootstrap(...)}`` for each baseline present in ``texts``; a baseline in
-    ``only_tasks`` is compared on those tasks' items only (``frequency`` answers no grounding question)."""
+    ``only_tasks`` is compared on those tasks' items only (``frequency`` answers no grounding question);
+    ``pred_boxes``: variant name -> the boxes its identifiers name (missing or None: the GT ``boxes``)."""
+    named = pred_boxes or {}
     out: dict[str, Any] = {}
     if model not in texts:
         return out
@@ -119,7 +127,8 @@ def compare(items: Sequence[dict], texts: dict[str, list[str]], model: str, base
         keep = [i for i, it in enumerate(items) if only_tasks is None or base not in only_tasks
                 or it["task"] in only_tasks[base]]
         res = paired_bootstrap([items[i] for i in keep], [texts[model][i] for i in keep],
-                               [texts[base][i] for i in keep], boxes, resamples, seed)
+                               [texts[base][i] for i in keep], boxes, resamples, seed,
+                               (named.get(model), named.get(base)))
         if res:
             out[f"{model} vs {base}"] = res
     return out

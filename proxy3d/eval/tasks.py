@@ -1,8 +1,10 @@
 """Score (SpaceSpan item, generated text) pairs per benchmark, independent of any model.
 
 Items are SpaceSpan rows (DESIGN §6: id, source, task, scene_id, question, answers, target_object_ids,
-question_type, ...). Predictions are the generated texts; ``<OBJxxx>`` identifiers in them are mapped to
-the GT box of that object. Tasks map to benchmarks by the metric they are scored with:
+question_type, ...). Predictions are the generated texts; an ``<OBJxxx>`` identifier in them is a predicted box:
+``pred_boxes[scene][xxx]`` when the caller gives ``pred_boxes`` (the evaluate stage's default: the box of the
+points of the proxies carrying that identifier, ``evaluate.box_source: proxies``), else the GT box of object xxx.
+GT boxes (``boxes``) are always the targets. Tasks map to benchmarks by the metric they are scored with:
 
 grounding -> scanrefer, multi_grounding -> multi3drefer, qa -> scanqa, situated_qa -> sqa3d,
 caption -> scan2cap, spatial_mc / spatial_num -> vsibench, attribute -> mmscan, id_align / coord_align -> alignment.
@@ -78,8 +80,10 @@ def _eval_type(item: dict[str, Any], boxes: Boxes) -> str:
     return "st_w_d" if _has_distractors(boxes, item["scene_id"], ids[0]) else "st_wo_d"
 
 
-def scanrefer_ious(items: Sequence[dict], preds: Sequence[str], boxes: Boxes) -> tuple[list[float], list[int]]:
-    """Per item: IoU of the first named object's box with the target's (0 when none or unknown), and
+def scanrefer_ious(items: Sequence[dict], preds: Sequence[str], boxes: Boxes, pred_boxes: Boxes | None = None
+                   ) -> tuple[list[float], list[int]]:
+    """Per item: IoU of the first named object's box (``pred_boxes``, default ``boxes``) with the target's (0 when
+    none or unknown), and
     unique (0) / multiple (1) by :func:`metrics.unique_multiple_lookup` over the targets of ``items`` (the
     evaluated split's annotated objects, as ScanRefer's ``_get_unique_multiple_lookup`` in lib/dataset.py; not
     every object of the scene), each named by the objects table's label. A target without a box is multiple.
@@ -87,38 +91,42 @@ def scanrefer_ious(items: Sequence[dict], preds: Sequence[str], boxes: Boxes) ->
     annotated = [(str(it["scene_id"]), t[0], boxes[str(it["scene_id"])][t[0]][0]) for it in items
                  if (t := _ids(it)) and gt_box(boxes, str(it["scene_id"]), t[0]) is not None]
     lookup = metrics.unique_multiple_lookup(annotated)
+    named_boxes = boxes if pred_boxes is None else pred_boxes
     ious, um = [], []
     for it, pred in zip(items, preds, strict=True):
         sid, targets, named = it["scene_id"], _ids(it), parse_objects(pred)
         gt = gt_box(boxes, sid, targets[0]) if targets else None
-        p = gt_box(boxes, sid, named[0]) if named else None  # empty prediction / unknown id: IoU 0
+        p = gt_box(named_boxes, sid, named[0]) if named else None  # empty prediction / unknown id: IoU 0
         ious.append(0.0 if gt is None or p is None else metrics.box3d_iou(p, gt, metrics.SCANREFER_IOU_EPS))
         um.append(lookup.get((str(sid), targets[0]), 1) if targets else 1)
     return ious, um
 
 
-def score_scanrefer(items: Sequence[dict], preds: Sequence[str], boxes: Boxes) -> dict[str, float]:
-    return metrics.scanrefer_scores(*scanrefer_ious(items, preds, boxes))
+def score_scanrefer(items: Sequence[dict], preds: Sequence[str], boxes: Boxes,
+                    pred_boxes: Boxes | None = None) -> dict[str, float]:
+    return metrics.scanrefer_scores(*scanrefer_ious(items, preds, boxes, pred_boxes))
 
 
-def multi3drefer_f1s(items: Sequence[dict], preds: Sequence[str], boxes: Boxes
+def multi3drefer_f1s(items: Sequence[dict], preds: Sequence[str], boxes: Boxes, pred_boxes: Boxes | None = None
                      ) -> tuple[list[tuple[float, float]], list[str]]:
     """Per item: (F1@0.25, F1@0.5) of the named boxes against the targets', and the evaluation type. Every named
     object is a predicted box, as in M3DRef-CLIP's evaluator: one the scene does not have matches nothing (it
     counts against precision, and a zero-target item answered with it scores 0), and a target missing from the
     boxes stays a target nothing matches (the item does not turn zero-target)."""
     f1s, types = [], []
+    named_boxes = boxes if pred_boxes is None else pred_boxes
     for it, pred in zip(items, preds, strict=True):
         sid = it["scene_id"]
-        pred_boxes = [gt_box_or_no_box(boxes, sid, i) for i in parse_objects(pred)]
+        named = [gt_box_or_no_box(named_boxes, sid, i) for i in parse_objects(pred)]
         gt_boxes = [gt_box_or_no_box(boxes, sid, i) for i in _ids(it)]
-        f1s.append(metrics.multi3drefer_f1(pred_boxes, gt_boxes))
+        f1s.append(metrics.multi3drefer_f1(named, gt_boxes))
         types.append(_eval_type(it, boxes))
     return f1s, types
 
 
-def score_multi3drefer(items: Sequence[dict], preds: Sequence[str], boxes: Boxes) -> dict[str, float]:
-    return metrics.multi3drefer_scores(*multi3drefer_f1s(items, preds, boxes))
+def score_multi3drefer(items: Sequence[dict], preds: Sequence[str], boxes: Boxes,
+                       pred_boxes: Boxes | None = None) -> dict[str, float]:
+    return metrics.multi3drefer_scores(*multi3drefer_f1s(items, preds, boxes, pred_boxes))
 
 
 def score_qa(items: Sequence[dict], preds: Sequence[str], meteor: bool) -> dict[str, float]:
@@ -136,14 +144,18 @@ def score_sqa3d(items: Sequence[dict], preds: Sequence[str]) -> dict[str, float]
                                 [str(it.get("question", "")) for it in items])
 
 
-def score_scan2cap(items: Sequence[dict], preds: Sequence[str], boxes: Boxes, meteor: bool) -> dict[str, float]:
+def score_scan2cap(items: Sequence[dict], preds: Sequence[str], boxes: Boxes, meteor: bool,
+                   pred_boxes: Boxes | None = None) -> dict[str, float]:
     """One caption item per GT object (its references pooled: SpaceSpan's answers are Scan2Cap's corpus captions,
     space-joined tokens without "sos"/"eos"); the model captions a given object, so the matched box is the
-    object's own (IoU 1) unless the caption names another object (then that box's IoU). Scored by
+    object's own unless the caption names another object (then that object's box). With ``pred_boxes`` the
+    object's own box is its predicted box too (IoU with its GT box; 0 when it has none), without them it is the
+    GT box (IoU 1). Scored by
     :func:`captions.scan2cap_scores`, the definition ``proxy3d score --benchmark scan2cap`` uses."""
     gts: dict[str, list[str]] = defaultdict(list)
     cands: dict[str, str] = {}
     ious: dict[str, float] = {}
+    named_boxes = boxes if pred_boxes is None else pred_boxes
     for it, pred in zip(items, preds, strict=True):
         targets = _ids(it)
         if not targets:
@@ -152,8 +164,12 @@ def score_scan2cap(items: Sequence[dict], preds: Sequence[str], boxes: Boxes, me
         gts[key].extend(answers_of(it))
         if key not in cands:
             named = parse_objects(pred)
-            gt, p = gt_box(boxes, it["scene_id"], targets[0]), gt_box(boxes, it["scene_id"], named[0]) if named else None
-            ious[key] = 1.0 if not named else (metrics.box3d_iou(p, gt) if p is not None and gt is not None else 0.0)
+            if not named and pred_boxes is None:
+                ious[key] = 1.0
+            else:
+                gt = gt_box(boxes, it["scene_id"], targets[0])
+                p = gt_box(named_boxes, it["scene_id"], (named or targets)[0])
+                ious[key] = metrics.box3d_iou(p, gt) if p is not None and gt is not None else 0.0
             cands[key] = strip_objects(pred)
     return captions.scan2cap_scores(dict(gts), cands, ious, meteor=meteor)
 
@@ -185,8 +201,9 @@ def score_em(items: Sequence[dict], preds: Sequence[str]) -> dict[str, float]:
 
 
 def score_pairs(items: Sequence[dict], preds: Sequence[str], boxes: Boxes, meteor: bool = True,
-                tasks: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
-    """Metrics per benchmark for aligned ``items`` and ``preds`` (optionally only ``tasks``)."""
+                tasks: Sequence[str] | None = None, pred_boxes: Boxes | None = None) -> dict[str, dict[str, float]]:
+    """Metrics per benchmark for aligned ``items`` and ``preds`` (optionally only ``tasks``); identifiers name
+    ``pred_boxes`` (default: the GT ``boxes``)."""
     by_bench: dict[str, tuple[list[dict], list[str]]] = defaultdict(lambda: ([], []))
     for it, pred in zip(items, preds, strict=True):
         if tasks is not None and it["task"] not in tasks:
@@ -200,15 +217,15 @@ def score_pairs(items: Sequence[dict], preds: Sequence[str], boxes: Boxes, meteo
     out: dict[str, dict[str, float]] = {}
     for bench, (its, ps) in sorted(by_bench.items()):
         if bench == "scanrefer":
-            out[bench] = score_scanrefer(its, ps, boxes)
+            out[bench] = score_scanrefer(its, ps, boxes, pred_boxes)
         elif bench == "multi3drefer":
-            out[bench] = score_multi3drefer(its, ps, boxes)
+            out[bench] = score_multi3drefer(its, ps, boxes, pred_boxes)
         elif bench == "scanqa":
             out[bench] = score_qa(its, ps, meteor)
         elif bench == "sqa3d":
             out[bench] = score_sqa3d(its, ps)
         elif bench == "scan2cap":
-            out[bench] = score_scan2cap(its, ps, boxes, meteor)
+            out[bench] = score_scan2cap(its, ps, boxes, meteor, pred_boxes)
         elif bench == "vsibench":
             out[bench] = score_vsibench(its, ps)
         else:

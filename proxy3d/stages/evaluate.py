@@ -68,11 +68,15 @@ def run(p: EvaluateParams, pp: ProxiesParams, ckpt_dir: Path, spacespan_dir: Pat
         blind = model_generate_fn(Path(blind_ckpt_dir), device, p.batch_size)
     generate, scenes = model_generate_fn(Path(ckpt_dir), device, p.batch_size), SceneInputs(proxies_dir, triplets_dir, pp)
     results, texts = evaluate(items, boxes, variants, generate, scenes, p.batch_size, p.max_new_tokens,
-                              seed=p.seed, meteor=p.meteor, train_items=train, blind_generate=blind)
+                              seed=p.seed, meteor=p.meteor, train_items=train, blind_generate=blind,
+                              box_source=p.box_source)
     model = f"{pp.method}@{pp.budget}"  # against every baseline (not against itself at other budgets)
     others = [v.name for v in variants if v.blind or v.kind != "model" or v.method != pp.method]
+    scene_ids = sorted({str(it["scene_id"]) for it in items})
+    named = ({v.name: scenes.pred_boxes(v, scene_ids) for v in variants if v.kind != "frequency"}
+             if p.box_source == "proxies" else None)
     comparisons = compare(items, texts, model, others, boxes, p.bootstrap, p.seed,
-                          {"frequency": FREQUENCY_TASKS, "random_object": GROUNDING_TASKS})
+                          {"frequency": FREQUENCY_TASKS, "random_object": GROUNDING_TASKS}, named)
     probe_items, probe_results, probe_texts = [], {}, {}
     if p.spatial_probe > 0:
         probe_items, probe_results, probe_texts = _spatial_probe(p, Path(spacespan_dir), variants, model, generate,
@@ -80,7 +84,7 @@ def run(p: EvaluateParams, pp: ProxiesParams, ckpt_dir: Path, spacespan_dir: Pat
         for name, rows in compare(probe_items, probe_texts, model, [n for n in probe_texts if n != model], boxes,
                                   p.bootstrap, p.seed).items():
             comparisons.setdefault(name, {}).update({k.replace("vsibench.", "vsi_probe.", 1): r for k, r in rows.items()})
-    paths = write_report(results, md_path, plots_dir, comparisons=comparisons)
+    paths = write_report(results, md_path, plots_dir, comparisons=comparisons, box_source=p.box_source)
     if predictions_path is not None:
         answered = ((items, texts, ""), (probe_items, probe_texts, "vsi_probe/"))
         write_json(predictions_path, {prefix + name: [{"id": str(it["id"]), "task": it["task"], "prediction": t}
