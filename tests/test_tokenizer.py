@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy3d import ProxyTokenizer
 from proxy3d.tokenizer import METHODS
@@ -311,3 +313,19 @@ def test_bounds_equal_axis_reductions() -> None:
     np.testing.assert_array_equal(hi, p.max(0))
     q = np.floor(p * 10).astype(np.int64)
     assert bounds(q)[0].dtype == np.int64 and (bounds(q)[0] == q.min(0)).all()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(min_value=-(2**40), max_value=2**62), max_size=300), st.integers(0, 3))
+def test_radix_sort_and_unique_are_numpys(values: list[int], repeat: int) -> None:
+    """The 16-bit radix passes give np.argsort's stable permutation and np.unique's values, inverse and counts,
+    for negative keys, keys past 48 bits and many repeats (so every tokenizer result built on them is unchanged)."""
+    from proxy3d.tokenizer.sorting import stable_argsort, unique_inverse_counts
+
+    keys = np.asarray(values * (repeat + 1), dtype=np.int64)
+    np.testing.assert_array_equal(stable_argsort(keys), np.argsort(keys, kind="stable"))
+    for got, want in zip(unique_inverse_counts(keys), np.unique(keys, return_inverse=True, return_counts=True),
+                         strict=True):
+        np.testing.assert_array_equal(got, want.reshape(-1))
+    u = keys.astype(np.uint64) if keys.size and keys.min() >= 0 else np.zeros(0, dtype=np.uint64)
+    np.testing.assert_array_equal(stable_argsort(u), np.argsort(u, kind="stable"))

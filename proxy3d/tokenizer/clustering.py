@@ -27,6 +27,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from proxy3d.tokenizer.pooling import bounds
+from proxy3d.tokenizer.sorting import stable_argsort
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def _seed_by_curve(points: np.ndarray, group: np.ndarray, k: np.ndarray) -> tupl
     n = np.bincount(group, minlength=k.size)
     # one stable uint64 sort: group in the high bits, a 14-bit-per-axis Z-order code in the low 42
     key = (group.astype(np.uint64) << np.uint64(42)) | morton_codes(points, bits=14)
-    order = np.argsort(key, kind="stable")
+    order = stable_argsort(key)
     start = np.concatenate([[0], np.cumsum(n)[:-1]])
     g_sorted = group[order]
     rank = np.arange(N) - start[g_sorted]

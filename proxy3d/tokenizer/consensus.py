@@ -9,8 +9,8 @@ patches in its voxel, while another label holds at least ``take``, takes that la
 clear majority (two objects genuinely touching) are left alone, and unlabelled patches (-1) neither
 vote nor change: covering them stays the job of the background voxels in :mod:`.grouping`.
 
-Cost: one sort of N (voxel, label) keys (``np.unique``), no loop over patches; deterministic (no randomness, ties
-impossible because ``take`` > 1/2 admits at most one winner per voxel).
+Cost: one sort of N (voxel, label) keys (16-bit radix passes, :mod:`.sorting`), no loop over patches; deterministic
+(no randomness, ties impossible because ``take`` > 1/2 admits at most one winner per voxel).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from proxy3d.tokenizer.pooling import bounds
+from proxy3d.tokenizer.sorting import unique_inverse_counts
 
 
 def check_vote_params(voxel: float, keep: float, take: float) -> None:
@@ -52,8 +53,7 @@ def vote_labels(points: np.ndarray, labels: np.ndarray, voxel: float = 0.05, kee
     else:  # huge extent (km-sized at 5 cm): number the voxels first (one more sort) so keys cannot overflow
         _, vid = np.unique(q, axis=0, return_inverse=True)
         key = vid.reshape(-1) * n_codes + code
-    pair, pair_of, pair_n = np.unique(key, return_inverse=True, return_counts=True)
-    pair_of = pair_of.reshape(-1)
+    pair, pair_of, pair_n = unique_inverse_counts(key)
     pair_code = pair % n_codes
     pair_vox = np.cumsum(np.concatenate([[0], np.diff(pair // n_codes) != 0]))  # sorted keys: voxel runs
     total = np.bincount(pair_vox, weights=pair_n)  # labelled patches per voxel

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from proxy3d.tokenizer.sorting import unique_inverse_counts
+
 
 def bounds(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-axis (min, max) of an (N, D) array, one reduction per column: ``points.min(0)`` on a narrow C-ordered
@@ -58,7 +60,7 @@ def majority_label(assign: np.ndarray, K: int, labels: np.ndarray) -> tuple[np.n
     if a.size == 0:
         return out, votes
     base = int(lab.max()) + 2
-    keys, n = np.unique(a * base + (lab + 1), return_counts=True)
+    keys, _, n = unique_inverse_counts(a * base + (lab + 1))
     prox, lab_u = keys // base, keys % base - 1
     # per proxy: highest count, then smallest label -> sort by (proxy, -count, label), take first
     order = np.lexsort((lab_u, -n, prox))
