@@ -235,6 +235,10 @@ class StageParams:
     projector_lr_scale: float = 1.0
 
 
+# evaluate.box_source: what a generated <OBJxxx> is scored as (see EvaluateParams.box_source)
+BOX_SOURCES = ("proxies", "gt")
+
+
 @dataclass
 class EvaluateParams:
     """Evaluation of the stage-4 model and baselines."""
@@ -381,7 +385,7 @@ def _check_ranges(p: Params, path: Path, overrides: list[str]) -> None:
     for key, budgets in (("proxies.eval_budgets", p.proxies.eval_budgets),
                          ("evaluate.budgets", p.evaluate.budgets)):
         need(key, budgets, all(b >= 1 for b in budgets), "a list of budgets >= 1 (tokens per scene)")
-    need("evaluate.box_source", p.evaluate.box_source, p.evaluate.box_source in ("proxies", "gt"),
+    need("evaluate.box_source", p.evaluate.box_source, p.evaluate.box_source in BOX_SOURCES,
          "'proxies' (boxes of the proxies carrying the identifier) or 'gt' (the GT box of that object id)")
     for n in (1, 2, 3, 4):
         s: StageParams = getattr(p, f"train_stage{n}")

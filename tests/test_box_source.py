@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from proxy3d.config import ParamsError, ProxiesParams, load_params
-from proxy3d.eval.evaluate import SceneInputs, Variant, evaluate, proxy_object_boxes
+from proxy3d.eval.evaluate import SceneInputs, Variant, evaluate
 from proxy3d.eval.significance import compare
 from proxy3d.eval.tasks import score_pairs
+from proxy3d.tokenizer.pooling import object_boxes
 from proxy3d.tokenizer.quality import box_iou, evaluate_grid
 from proxy3d.tokenizer.synthetic import make_triplets
 from proxy3d.types import load_triplets, save_triplets
@@ -44,11 +45,11 @@ def test_proxy_object_boxes_bound_the_member_points_of_each_identifiers_proxies(
     points = np.array([[0, 0, 0], [1, 2, 1], [4, 4, 4], [9, 9, 9], [2, -1, 0.5], [np.nan] * 3], dtype=np.float32)
     members = np.array([0, 1, 2, 3, 1, -1])  # proxy 3 has no identifier; the NaN patch is in no proxy
     instance = np.array([7, 7, 8, -1])
-    boxes = proxy_object_boxes(members, instance, points)
+    boxes = object_boxes(members, instance, points)
     assert set(boxes) == {7, 8}
     np.testing.assert_allclose(boxes[7], [1, 0.5, 0.5, 2, 3, 1])  # lo (0, -1, 0), hi (2, 2, 1)
     np.testing.assert_allclose(boxes[8], [4, 4, 4, 0, 0, 0])
-    assert proxy_object_boxes(np.full(3, -1), np.array([5]), np.zeros((3, 3))) == {}  # a proxy without members
+    assert object_boxes(np.full(3, -1), np.array([5]), np.zeros((3, 3))) == {}  # a proxy without members
 
 
 def test_scores_name_the_predicted_boxes_and_target_the_gt_boxes() -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from proxy3d.config import BOX_SOURCES
 from proxy3d.eval.metrics import to_float
 from proxy3d.eval.records import Boxes
 from proxy3d.eval.tasks import GROUNDING_TASKS, question_type, score_pairs
@@ -63,29 +64,6 @@ def build_variants(budgets: Sequence[int], baselines: Sequence[str], method: str
     return list({v.name: v for v in out}.values())
 
 
-BOX_SOURCES = ("proxies", "gt")
-
-
-def proxy_object_boxes(members: np.ndarray, instance: np.ndarray, points: np.ndarray) -> dict[int, np.ndarray]:
-    """Identifier -> (6,) centre+size: the axis-aligned box of the member points of the proxies whose instance
-    (majority label) is that identifier — what ``<OBJxxx>`` points at in the scene as the tokenizer cut it, and
-    the box the proxies stage's oracle grounding scores (:func:`proxy3d.tokenizer.quality.scene_counts`).
-
-    members: (L,) proxy of each patch (-1 none); instance: (K,) per proxy (-1 none); points: (L, 3)."""
-    from proxy3d.tokenizer.pooling import member_boxes
-
-    members = np.asarray(members, dtype=np.int64)
-    lo, hi = member_boxes(members, len(instance), np.asarray(points, dtype=np.float64))
-    instance = np.asarray(instance, dtype=np.int64)
-    out = {}
-    for m in np.unique(instance[instance >= 0]):
-        mine = (instance == m) & np.isfinite(lo).all(1)
-        if mine.any():
-            bl, bh = lo[mine].min(0), hi[mine].max(0)
-            out[int(m)] = np.concatenate([(bl + bh) / 2, bh - bl])
-    return out
-
-
 class SceneInputs:
     """Visual tokens per (variant, scene): the proxies stage's output for the default method/budget, else the
     proxy tokenizer run on the scene's triplets with the variant's method and budget; and the boxes the
@@ -94,7 +72,7 @@ class SceneInputs:
     def __init__(self, proxies_dir: Path, triplets_dir: Path, proxies_params: Any) -> None:
         self.proxies_dir, self.triplets_dir, self.pp = Path(proxies_dir), Path(triplets_dir), proxies_params
         self._members: dict[tuple[str, int, str], tuple[np.ndarray, np.ndarray]] = {}
-        self._points: dict[str, np.ndarray] = {}
+        self._boxes: dict[tuple[str, int, str], dict[int, tuple[str, np.ndarray]]] = {}
 
     def get(self, v: Variant, scene_id: str) -> Any:
         from proxy3d.model.inputs import SceneInput
@@ -106,9 +84,11 @@ class SceneInputs:
         return SceneInput.from_proxies(p)
 
     def pred_boxes(self, v: Variant, scene_ids: Sequence[str]) -> Boxes:
-        """The boxes ``v``'s identifiers name (:func:`proxy_object_boxes`), per scene: from ``v``'s own proxies for a
-        model variant, from the default method/budget's proxies for the blind, random-object and frequency baselines
-        (they see no proxies; the identifier they name is the scene's object as the default tokenizer cut it)."""
+        """The boxes ``v``'s identifiers name (:func:`proxy3d.tokenizer.pooling.object_boxes` of the proxies'
+        ``members`` and ``instance``), per scene: from ``v``'s own proxies for a model variant, from the default
+        method/budget's proxies for the blind, random-object and frequency baselines (they see no proxies; the
+        identifier they name is the scene's object as the default tokenizer cut it). Computed once per proxies."""
+        from proxy3d.tokenizer.pooling import object_boxes
         from proxy3d.types import load_triplet_points
 
         if v.blind or v.kind != "model":
@@ -116,21 +96,21 @@ class SceneInputs:
         out: Boxes = {}
         for sid in scene_ids:
             key = (v.method, v.budget, sid)
-            if key not in self._members:
-                self.get(v, sid)
-            members, instance = self._members[key]
-            if members is None:
-                raise ValueError(f"proxies of scene {sid!r} ({v.name}) have no 'members' tensor (written by an old "
-                                 "version), so their identifiers have no boxes: re-run `dvc repro proxies`, or set "
-                                 "evaluate.box_source: gt")
-            if sid not in self._points:
-                self._points[sid] = load_triplet_points(self.triplets_dir / f"{sid}.safetensors")
-            points = self._points[sid]
-            if points.shape[0] != members.shape[0]:
-                raise ValueError(f"scene {sid!r}: {self.triplets_dir / f'{sid}.safetensors'} has {points.shape[0]} "
-                                 f"patches but its {v.name} proxies map {members.shape[0]}: the proxies are from "
-                                 "other triplets; re-run `dvc repro proxies`")
-            out[sid] = {m: ("", box) for m, box in proxy_object_boxes(members, instance, points).items()}
+            if key not in self._boxes:
+                if key not in self._members:
+                    self.get(v, sid)
+                members, instance = self._members[key]
+                if members is None:
+                    raise ValueError(f"proxies of scene {sid!r} ({v.name}) have no 'members' tensor (written by an "
+                                     "old version), so their identifiers have no boxes: re-run `dvc repro proxies`, "
+                                     "or set evaluate.box_source: gt")
+                points = load_triplet_points(self.triplets_dir / f"{sid}.safetensors")
+                if points.shape[0] != members.shape[0]:
+                    raise ValueError(f"scene {sid!r}: {self.triplets_dir / f'{sid}.safetensors'} has "
+                                     f"{points.shape[0]} patches but its {v.name} proxies map {members.shape[0]}: "
+                                     "the proxies are from other triplets; re-run `dvc repro proxies`")
+                self._boxes[key] = {m: ("", box) for m, box in object_boxes(members, instance, points).items()}
+            out[sid] = self._boxes[key]
         return out
 
     def _proxies(self, v: Variant, scene_id: str) -> Any:

@@ -73,8 +73,7 @@ def run(p: EvaluateParams, pp: ProxiesParams, ckpt_dir: Path, spacespan_dir: Pat
     model = f"{pp.method}@{pp.budget}"  # against every baseline (not against itself at other budgets)
     others = [v.name for v in variants if v.blind or v.kind != "model" or v.method != pp.method]
     scene_ids = sorted({str(it["scene_id"]) for it in items})
-    named = ({v.name: scenes.pred_boxes(v, scene_ids) for v in variants if v.kind != "frequency"}
-             if p.box_source == "proxies" else None)
+    named = {v.name: scenes.pred_boxes(v, scene_ids) for v in variants} if p.box_source == "proxies" else None
     comparisons = compare(items, texts, model, others, boxes, p.bootstrap, p.seed,
                           {"frequency": FREQUENCY_TASKS, "random_object": GROUNDING_TASKS}, named)
     probe_items, probe_results, probe_texts = [], {}, {}

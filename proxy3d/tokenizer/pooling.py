@@ -85,3 +85,18 @@ def member_boxes(assign: np.ndarray, K: int, points: np.ndarray) -> tuple[np.nda
     lo[a[starts]] = np.minimum.reduceat(p, starts, axis=0)
     hi[a[starts]] = np.maximum.reduceat(p, starts, axis=0)
     return lo, hi
+
+
+def object_boxes(assign: np.ndarray, owner: np.ndarray, points: np.ndarray) -> dict[int, np.ndarray]:
+    """Object -> (6,) centre+size: the axis-aligned box of the member points of the proxies ``owner`` gives to that
+    object. assign: (L,) proxy of each point (-1 none); owner: (K,) object of each proxy (-1 none); points: (L, 3).
+    The box oracle grounding scores (:mod:`.quality`) and a generated ``<OBJxxx>`` names in ``evaluate``."""
+    owner = np.asarray(owner, dtype=np.int64)
+    lo, hi = member_boxes(np.asarray(assign, dtype=np.int64), owner.size, np.asarray(points, dtype=np.float64))
+    out = {}
+    for o in np.unique(owner[owner >= 0]):
+        mine = (owner == o) & np.isfinite(lo).all(1)
+        if mine.any():
+            bl, bh = lo[mine].min(0), hi[mine].max(0)
+            out[int(o)] = np.concatenate([(bl + bh) / 2, bh - bl])
+    return out

@@ -79,7 +79,7 @@ def scene_counts(t: Triplets, tok: ProxyTokenizer, noise: Any | None = None,
     assign, K, info = tok.assign(pts, seen)
     owner, _ = pooling.majority_label(assign, K, info["labels"])
     _, pure = pooling.majority_label(assign, K, gt)
-    lo, hi = pooling.member_boxes(assign, K, pts)
+    owned = pooling.object_boxes(assign, owner, pts)
     skip = {int(o["object_id"]) for o in t.meta.get("objects") or [] if o.get("label") in set(exclude_labels)}
     targets = [o for o in sorted(boxes) if o not in skip]
     present = set(np.unique(gt[gt >= 0]).tolist())
@@ -87,12 +87,10 @@ def scene_counts(t: Triplets, tok: ProxyTokenizer, noise: Any | None = None,
     hits25 = hits50 = covered = 0
     iou_sum = 0.0
     for o in visible:  # an invisible target owns no proxy: IoU 0
-        mine = owner == o
-        if not mine.any():
+        if o not in owned:
             continue
         covered += 1
-        bl, bh = lo[mine].min(0), hi[mine].max(0)
-        iou = box_iou(np.concatenate([(bl + bh) / 2, bh - bl]), boxes[o])
+        iou = box_iou(owned[o], boxes[o])
         iou_sum += iou
         hits25 += iou >= 0.25
         hits50 += iou >= 0.5
