@@ -18,12 +18,12 @@ well on both, also on the subsets. Reads the object table (``--objects``); no tr
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from proxy3d.io import write_json
 from proxy3d.model import text_tokenizer as tt
 from proxy3d.model.build import load_model_dir
 from proxy3d.model.inputs import SceneInput, TextCodec, prompt_text
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{split:<7}{who:<22}{t.size:>5}{s['exact']:>8.3f}{s['mra']:>8.3f}{s['exact_2plus']:>10.3f}"
                   f"{s['mra_2plus']:>8.3f}{s['corr']:>7.2f}")
     if args.json:
-        args.json.write_text(json.dumps(out, indent=1, sort_keys=True))
+        write_json(args.json, out, indent=1)
     return out
 
 
